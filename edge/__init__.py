@@ -1,0 +1,1 @@
+"""The gateway daemon: config, poll scheduler, readings, rules, store and the main task tree."""

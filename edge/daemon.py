@@ -1,0 +1,159 @@
+"""The gateway's task tree: drivers and pollers, the uplink and its link, over one store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import drivers
+from cloud_sync.transport import Transport
+from cloud_sync.uplink import Uplink
+from edge.clock import carried
+from edge.config import Site
+from edge.control import Controller
+from edge.model import Reading
+from edge.poller import PollStats, poll_device
+from edge.rules import Rules
+from edge.store import Depth, Store
+from edge.wallclock import WallClock
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+
+
+class Gateway:
+    """One running gateway; its attributes are the live view the demo and status show."""
+
+    def __init__(self, site: Site, key: Ed25519PrivateKey) -> None:
+        self.site, self.key = site, key
+        self.store_path = site.path(site.store.path)
+        self.status_path = self.store_path.parent / STATUS_FILE
+        self.last: dict[str, Reading] = {}
+        self.drivers: dict[str, Any] = {}
+        self.rules: Rules | None = None
+        self.control: Controller | None = None
+        self.uplink: Uplink | None = None
+        self.transport: Transport | None = None
+        self.depth: Depth | None = None
+        self.store: Store | None = None
+        self.clock = WallClock()
+        self.poll_stats = PollStats()
+        self.started = time.time()
+
+    async def run(self) -> None:
+        """Run until cancelled; shutdown stops polling first and closes the store last."""
+        site, sync = self.site, self.site.sync
+        async with Store(self.store_path, site.store.quota_bytes) as store, \
+                contextlib.AsyncExitStack() as stack:
+            self.store = store
+            self.control = control = await Controller.open(site, self.drivers, store,
+                                                           clock=carried(self.clock))
+            self.rules = control.rules
+            self.uplink = uplink = Uplink(
+                store, site.gateway.device_id, self.key, site.units,
+                batch_max=sync.batch_max_readings, flush_interval=sync.flush_interval_s,
+                ack_timeout=sync.ack_timeout_s, max_inflight=sync.max_inflight)
+            self.transport = transport = Transport(
+                sync.broker, site.gateway.device_id, uplink.on_ack, username=sync.username,
+                password_file=_opt(site, sync.password_file), ca_file=_opt(site, sync.ca_file),
+                cert_file=_opt(site, sync.cert_file), key_file=_opt(site, sync.key_file),
+                keepalive=sync.keepalive_s, mqtt_version=sync.mqtt_version,
+                on_cmd=control.on_cmd if control.commands is not None else None)
+            for name, dev in site.devices.items():
+                module = drivers.load(dev.driver)
+                self.drivers[name] = await stack.enter_async_context(module.Driver(name, dev.config))
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(transport.run(), name="mqtt")
+                tg.create_task(uplink.run(transport), name="sync")
+                tg.create_task(self._status_loop(store), name="status")
+                tg.create_task(control.run(), name="control")  # actions: broker or not
+                for name, drv in self.drivers.items():
+                    period = site.devices[name].config.poll_interval_s
+                    tg.create_task(poll_device(name, drv, period, store, control, self.last,
+                                               uplink.wake.set, self.clock, self.poll_stats),
+                                   name=f"poll[{name}]")
+
+    async def _status_loop(self, store: Store) -> None:
+        while True:
+            self.depth = await store.depth()
+            await asyncio.to_thread(self._write_status)
+            await asyncio.sleep(1.0)
+
+    def status(self) -> dict[str, Any]:
+        """What `cimedge status` shows, also written to status.json every second."""
+        d, up, tr = self.depth, self.uplink, self.transport
+        return {
+            "device_id": self.site.gateway.device_id,
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "started": self.started,
+            "sqlite_version": sqlite3.sqlite_version,
+            "connected": bool(tr and tr.up.is_set()),
+            "broker": self.site.sync.broker,
+            "last_error": tr.last_error if tr else "",
+            "buffer": {"readings": d.readings, "events": d.events, "batches_unacked": d.batches,
+                       "oldest_ts": d.oldest_ts_ns / 1e9 if d.oldest_ts_ns else None,
+                       "next_seq": d.next_seq, "used_bytes": d.used_bytes,
+                       "quota_bytes": d.quota_bytes, "evicted": d.evicted,
+                       "live_lane": d.live_lane, "error": d.error or self.poll_stats.store_error,
+                       "moved_aside": str(self.store.moved_aside)
+                       if self.store and self.store.moved_aside else None,
+                       "uncommitted_readings": self.poll_stats.uncommitted_readings}
+            if d else None,
+            "clock": {"steps": self.clock.steps, "invalid": self.clock.invalid},
+            "sync": dict(up.counters, inflight=len(up.inflight), last_nack=up.last_nack,
+                         last_ack=up.last_ack_ns / 1e9 if up.last_ack_ns else None) if up else None,
+            "alarms": self.control.active() if self.control else [],
+            "devices": {n: _health(d) for n, d in self.drivers.items()},
+        }
+
+    def _write_status(self) -> None:
+        tmp = self.status_path.with_name(STATUS_FILE + ".new")
+        tmp.write_text(json.dumps(self.status(), indent=1))
+        os.replace(tmp, self.status_path)
+
+
+def _health(driver: Any) -> dict[str, Any]:
+    h = driver.health()
+    return {"state": h.state, "reason": h.reason, "timeouts": h.timeouts,
+            "last_success": h.last_success_ns / 1e9 if h.last_success_ns else None}
+
+
+def _opt(site: Site, p: str) -> Path | None:
+    return site.path(p) if p else None
+
+
+def run_until_signalled(main: Coroutine[Any, Any, None], duration: float | None = None) -> None:
+    """Run ``main``; SIGTERM, SIGINT or the end of ``duration`` cancel it for a clean stop."""
+
+    async def runner() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            if duration is None:
+                await main
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(duration):
+                        await main
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+        asyncio.run(runner())
