@@ -1,0 +1,344 @@
+"""`cimedge receiver ...` and `cimedge registry ...`: parsers here, heavy imports in handlers."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.errors import CimEdgeError
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+class OptionError(CimEdgeError):
+    """A command-line value that cannot be used: names the option and the reason."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        self.option, self.reason = option, reason
+        super().__init__(f"{option}: {reason}")
+
+
+def _to_stdout(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace],
+                                                                        int]:
+    """Stop quietly, as Unix tools do, when the reader (head, less) closes the pipe."""
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+            return 0
+    return wrapped
+
+
+def _time(text: str) -> float:
+    from cloud_sync.receiver.views import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+if TYPE_CHECKING:  # not subscriptable at run time
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _cmd(sub: Subparsers, name: str, help_: str, example: str,
+         description: str | None = None) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_, description=description or help_,
+                          epilog=f"example: {example}", formatter_class=RAW)
+
+
+def add_parsers(sub: Subparsers) -> None:
+    """Add the receiver and registry command groups to the top-level parser."""
+    rc = sub.add_parser("receiver", help="the backend's reference receiver",
+                        description="The backend's reference receiver: run it, and look at "
+                                    "what it stored.")
+    rsub = rc.add_subparsers(dest="receiver_command", required=True, metavar="COMMAND")
+    _add_run(rsub)
+    st = _cmd(rsub, "stats", "per device: last seq, last seen, gaps in seq, rejects by reason",
+              "cimedge receiver stats --db receiver.sqlite --json")
+    st.add_argument("--db", required=True, metavar="FILE|URL",
+                    help="the receiver's SQLite file or postgresql:// URL (opened read-only)")
+    st.add_argument("--json", action="store_true", help="print the stats as JSON")
+    st.add_argument("--gaps", type=int, default=5, metavar="N",
+                    help="gap ranges to list per device in the table (default 5)")
+    st.set_defaults(handler=stats)
+    ex = _cmd(rsub, "export", "one device's stored readings as CSV, in time order",
+              "cimedge receiver export --db receiver.sqlite --dev ps-0042 "
+              "--since 2025-03-01T00:00:00Z --out ps-0042.csv",
+              "Write one device's stored readings as CSV (dev, seq, name, time, value, unit, "
+              "quality; time in RFC 3339 UTC), in time order, streaming.")
+    ex.add_argument("--db", required=True, metavar="FILE|URL",
+                    help="the receiver's SQLite file or postgresql:// URL (opened read-only)")
+    ex.add_argument("--dev", required=True, metavar="DEVICE_ID")
+    ex.add_argument("--since", type=_time, metavar="TIME",
+                    help="from this reading time on: RFC 3339, a date (UTC) or epoch seconds")
+    ex.add_argument("--until", type=_time, metavar="TIME", help="before this reading time")
+    ex.add_argument("--format", choices=["csv"], default="csv",
+                    help="csv (the only format: Parquet would add pyarrow, see README)")
+    ex.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
+    ex.set_defaults(handler=export)
+    _add_registry(sub)
+
+
+def _add_run(rsub: Subparsers) -> None:
+    rr = _cmd(rsub, "run", "receive, verify, store and acknowledge batches",
+              "cimedge receiver run --broker mqtt://127.0.0.1:1883 --db receiver.sqlite "
+              "--enroll /var/lib/cimedge/enrollment.json",
+              "Receive batches and events from every gateway on the broker through the "
+              "shared subscription, verify them against the registry, store each "
+              "(dev, seq) once and acknowledge after the commit. Prints one line when "
+              "subscribed and a summary when stopped (SIGTERM or Ctrl-C).")
+    rr.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="mqtt://HOST:PORT")
+    rr.add_argument("--db", required=True, metavar="FILE|URL",
+                    help="SQLite file (one receiver per file) or postgresql://... URL "
+                         "(any number of receivers)")
+    rr.add_argument("--registry", metavar="FILE|URL",
+                    help="the key registry, opened read-only (default: registry.sqlite "
+                         "beside a SQLite --db; the --db database itself when PostgreSQL)")
+    rr.add_argument("--enroll", type=Path, action="append", default=[], metavar="FILE",
+                    help="add this enrollment record to the registry first (repeatable)")
+    rr.add_argument("--group", default="cim-ingest", help="shared-subscription group")
+    rr.add_argument("--client-id", help="stable MQTT client id, so a restart resumes the session")
+    rr.add_argument("--inflight", type=int, default=None, metavar="N",
+                    help="messages the broker may have unacknowledged with us (default 256)")
+    rr.add_argument("--max-group", type=int, default=None, metavar="N",
+                    help="most messages per transaction (default 128)")
+    rr.add_argument("--metrics-every", type=float, metavar="SECONDS",
+                    help="print the counters as one JSON line this often (default: never)")
+    rr.set_defaults(handler=run)
+
+
+def _add_registry(sub: Subparsers) -> None:
+    rg = sub.add_parser("registry", help="the receiver's device key registry",
+                        description="The receiver's device key registry (DESIGN.md section 5).")
+    gsub = rg.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
+
+    def where(p: argparse.ArgumentParser) -> None:
+        g = p.add_mutually_exclusive_group(required=True)
+        g.add_argument("--registry", metavar="FILE|URL",
+                       help="the registry: a SQLite file or a postgresql:// URL")
+        g.add_argument("--db", metavar="FILE|URL",
+                       help="the receiver's --db: registry.sqlite beside a SQLite file, or the "
+                            "same PostgreSQL database")
+
+    ga = _cmd(gsub, "add", "add devices' enrollment records to the registry",
+              "cimedge registry add enrollment.json --registry registry.sqlite",
+              "Add devices' enrollment records (enrollment.json, written by `cimedge "
+              "keygen`). Adding a record again changes nothing; a revoked key stays revoked.")
+    ga.add_argument("enrollment", type=Path, nargs="+", metavar="ENROLLMENT.json")
+    where(ga)
+    ga.set_defaults(handler=registry_add)
+    gl = _cmd(gsub, "list", "list every key: device, kid, state, validity",
+              "cimedge registry list --registry registry.sqlite --json")
+    gl.add_argument("--json", action="store_true", help="print the keys as JSON")
+    where(gl)
+    gl.set_defaults(handler=registry_list)
+    gr = _cmd(gsub, "revoke", "revoke one key (by kid) or every key of a device, from now",
+              "cimedge registry revoke ps-0042 --registry registry.sqlite",
+              "Revoke one key (16 hex digits) or every key of a device. Running receivers "
+              "refuse messages signed with it from this instant (revoked_kid).")
+    gr.add_argument("target", metavar="DEV|KID")
+    where(gr)
+    gr.set_defaults(handler=registry_revoke)
+    go = _cmd(gsub, "rotate", "enroll a device's new key and retire its old one after a seq",
+              "cimedge registry rotate new-enrollment.json --after-seq 81234 "
+              "--registry registry.sqlite",
+              "Enroll a device's new key and retire its active key(s): the old key stays "
+              "valid for the backlog it signed (seq <= --after-seq), the new key for every "
+              "seq. --after-seq is the last seq the gateway signed with its old key.")
+    go.add_argument("enrollment", type=Path, metavar="NEW_ENROLLMENT.json")
+    go.add_argument("--after-seq", type=int, required=True, metavar="SEQ")
+    where(go)
+    go.set_defaults(handler=registry_rotate)
+
+
+def _registry_target(args: argparse.Namespace) -> str:
+    """--registry, else the --db database itself (PostgreSQL) or registry.sqlite beside it."""
+    from cloud_sync.receiver.store import is_postgres_url
+
+    if args.registry:
+        return str(args.registry)
+    if is_postgres_url(args.db):
+        return str(args.db)
+    return str(Path(args.db).with_name("registry.sqlite"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from cloud_sync.receiver.registry import open_registry
+    from cloud_sync.receiver.service import Receiver
+    from cloud_sync.transport import parse_broker
+    from edge.daemon import run_until_signalled
+
+    path = _registry_target(args)
+    if args.enroll:
+        writer = open_registry(path)
+        try:
+            for enrollment in args.enroll:
+                writer.load_enrollment_file(enrollment)
+        finally:
+            writer.close()
+    registry = open_registry(path, readonly=True)
+    host, port, _ = parse_broker(args.broker)
+    options: dict[str, Any] = {k: v for k, v in (("inflight", args.inflight),
+                                                 ("max_group", args.max_group)) if v}
+    receiver = Receiver(host, port, args.db, registry, group=args.group,
+                        client_id=args.client_id, **options)
+    receiver.on_ready = lambda: _announce(receiver, args.db)
+    try:
+        run_until_signalled(_with_metrics(receiver, args.metrics_every))
+    finally:
+        registry.close()
+        m = receiver.metrics
+        print(f"receiver {receiver.client_id} stopped: received {m['received']}, "
+              f"stored {m['stored']}, duplicates {m['duplicates']}, "
+              f"rejects {sum(receiver.rejects.values())}, errors {m['errors']}", flush=True)
+    return 0
+
+
+def _announce(receiver: Any, db: str) -> None:
+    """Print that the receiver is subscribed (operators and tests wait for this line)."""
+    from cloud_sync.receiver.store import is_postgres_url
+
+    where = db
+    if is_postgres_url(db):
+        from cloud_sync.receiver.pgstore import describe
+
+        where = describe(db)
+    print(f"receiver {receiver.client_id} ready: $share/{receiver.group}/cim/v1/+/batch|event "
+          f"on {receiver.host}:{receiver.port}, store {where}", flush=True)
+
+
+async def _with_metrics(receiver: Any, every: float | None) -> None:
+    """Run the receiver, printing its counters as a JSON line every `every` seconds."""
+    import asyncio
+    import contextlib
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(every or 0)
+            print(json.dumps({"t": round(time.time(), 3), **{
+                k: dict(v) if isinstance(v, dict) else v for k, v in receiver.metrics.items()}}),
+                flush=True)
+
+    task = asyncio.create_task(report(), name="metrics") if every else None
+    try:
+        await receiver.run()
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@_to_stdout
+def stats(args: argparse.Namespace) -> int:
+    from cloud_sync.receiver.store import open_store
+    from cloud_sync.receiver.views import stats_json, stats_lines
+
+    store = open_store(args.db, readonly=True)
+    try:
+        per_dev = store.stats()
+        unknown: dict[str, int] = {}
+        for (reason, dev), n in store.rejects().items():
+            if not dev:
+                unknown[reason] = unknown.get(reason, 0) + n
+        if args.json:
+            print(json.dumps(stats_json(per_dev, unknown, store.schema_version), indent=2))
+        else:
+            print("\n".join(stats_lines(per_dev, unknown, max(0, args.gaps))))
+    finally:
+        store.close()
+    return 0
+
+
+@_to_stdout
+def export(args: argparse.Namespace) -> int:
+    from cloud_sync.receiver.store import open_store
+    from cloud_sync.receiver.views import write_csv
+
+    store = open_store(args.db, readonly=True)
+    try:
+        rows = store.iter_readings(args.dev, args.since, args.until)
+        if args.out is None:
+            write_csv(rows, sys.stdout)
+            return 0
+        try:
+            with open(args.out, "w", encoding="utf-8", newline="") as out:
+                n = write_csv(rows, out)
+        except OSError as e:
+            raise OptionError("--out", f"cannot write {args.out}: {e.strerror}") from None
+        print(f"wrote {n} readings of {args.dev} to {args.out}", file=sys.stderr)
+    finally:
+        store.close()
+    return 0
+
+
+def registry_add(args: argparse.Namespace) -> int:
+    from cloud_sync.receiver.registry import open_registry, read_enrollment_file
+
+    records = [(read_enrollment_file(path), str(path)) for path in args.enrollment]
+    registry = open_registry(_registry_target(args))
+    try:
+        added = registry.add_enrollments(records)  # all or none
+    finally:
+        registry.close()
+    for e in added:
+        print(f"added {e.device_id} (kid {e.kid.hex()})")
+    return 0
+
+
+@_to_stdout
+def registry_list(args: argparse.Namespace) -> int:
+    from cloud_sync.receiver.registry import open_registry
+    from cloud_sync.receiver.views import key_json, key_lines
+
+    registry = open_registry(_registry_target(args), readonly=True)
+    try:
+        keys, now = registry.list(), time.time()
+    finally:
+        registry.close()
+    if args.json:
+        print(json.dumps([key_json(k, now) for k in keys], indent=2))
+    elif keys:
+        print("\n".join(key_lines(keys, now)))
+    else:
+        print("(no keys enrolled)")
+    return 0
+
+
+def registry_revoke(args: argparse.Namespace) -> int:
+    from cloud_sync.receiver.registry import open_registry
+
+    registry = open_registry(_registry_target(args))
+    try:
+        n = registry.revoke(args.target)
+    finally:
+        registry.close()
+    print(f"revoked {n} key{'s' if n != 1 else ''} of {args.target}" if n else
+          f"{args.target}: already revoked")
+    return 0
+
+
+def registry_rotate(args: argparse.Namespace) -> int:
+    from cloud_sync.receiver.registry import open_registry, read_enrollment_file
+
+    record = read_enrollment_file(args.enrollment)
+    registry = open_registry(_registry_target(args))
+    try:
+        retired = registry.rotate(record, args.after_seq, source=str(args.enrollment))
+    finally:
+        registry.close()
+    print(f"{record['device_id']}: new key {record['kid']} active; "
+          + (f"retired {', '.join(retired)} after seq {args.after_seq}" if retired
+             else "no active key to retire"))
+    return 0

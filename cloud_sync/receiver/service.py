@@ -1,0 +1,340 @@
+"""The reference receiver: MQTT in, verify, dedup, durable store, then ack (DESIGN.md 4-5)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud_sync.ack import encode_ack
+from cloud_sync.receiver.registry import DEVICE_ID, Keys
+from cloud_sync.receiver.store import Refusal, Result, Store, StoreThread, open_store
+from cloud_sync.receiver.store import is_postgres_url
+from cloud_sync.reject import Reject
+from cloud_sync.verify import Verified, verify_message
+from edge.errors import StoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_KINDS = ("batch", "event")
+_MAX_SEQ = (1 << 64) - 1
+_RESUMABLE_SESSION_S = 300  # a restart takes seconds; a dead receiver's share waits this long
+# Unacked QoS 1 messages the broker may have in flight to us. PUBACK goes only after the
+# commit, so this bounds what queues here (worst case inflight x max_size bytes), and it
+# must exceed max_group so the next group is verified while this one commits.
+INFLIGHT = 256
+MAX_GROUP = 128  # messages per transaction
+# Wire bytes of verified messages waiting for their commit. A decoded payload takes up to
+# ~80x its size in Python objects (a signed 1 MiB of tiny maps), so this, not the inflight
+# window, bounds memory when a store is slow and batches are large.
+MAX_QUEUED_BYTES = 16 << 20
+
+
+def topic_parts(topic: str) -> tuple[str, str] | None:
+    """(dev, kind) of `cim/v1/{dev}/batch|event`, or None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[:2] != ["cim", "v1"] or parts[3] not in _KINDS:  # noqa: PLR2004
+        return None
+    if not DEVICE_ID.fullmatch(parts[2]):
+        return None
+    return parts[2], parts[3]
+
+
+def backoff(attempt: int, cap: float = 30.0) -> float:
+    """Full-jitter delay before reconnect attempt n (aiomqtt v3), so a fleet does not align."""
+    return random.uniform(0, min(cap, 1.5 ** min(10, attempt)))  # noqa: S311 - not crypto
+
+
+@dataclass(slots=True)
+class _Item:
+    """One received message, checked and waiting for its group's commit."""
+
+    mid: int
+    qos: int
+    size: int  # bytes on the wire, counted against max_queued_bytes until committed
+    dev: str  # from the topic; "" when the topic is not ours
+    known: bool  # the device is enrolled, so it may be sent an ok:false ack
+    verified: Verified | None = None
+    reject: Reject | None = None
+    failed: bool = False  # the registry could not be asked: no ack, the gateway resends
+
+
+class Receiver:
+    """Subscribes to every device's batch and event topic through a shared subscription.
+
+    Stateless apart from its store: run several with the same `group` and the broker
+    splits the messages among them; (dev, seq) is stored once whichever one gets it, as
+    long as they share the store (PostgreSQL; a SQLite file has one receiver).
+
+    Messages are verified as they arrive and committed in groups: whatever queued while
+    the previous transaction ran goes into the next one (group commit), and only after
+    it is durable are the acks published and the messages PUBACKed to the broker.
+
+    Give each instance a stable `client_id` in production: its broker session then
+    outlives it for `session_expiry` seconds (default 300), so a restarted receiver gets
+    the messages queued meanwhile. Without a client_id the session ends with the
+    connection (expiry 0), because Mosquitto 2.0 keeps dealing a shared subscription's
+    messages to an offline member: a session nobody resumes would swallow its share.
+    """
+
+    def __init__(self, broker_host: str, broker_port: int, db_path: str | Path,
+                 registry: Keys, *, group: str = "cim-ingest",
+                 client_id: str | None = None, max_size: int = 1 << 20,
+                 session_expiry: int | None = None, timeout: float = 10.0,
+                 max_backoff: float = 30.0, inflight: int = INFLIGHT,
+                 max_group: int = MAX_GROUP, clock: Callable[[], float] = time.time,
+                 mqtt_version: str = "5", max_queued_bytes: int = MAX_QUEUED_BYTES) -> None:
+        if (not is_postgres_url(db_path) and registry.path is not None
+                and Path(db_path).resolve() == registry.path.resolve()):
+            msg = "the registry and the store must be different files (one writer per file)"
+            raise ValueError(msg)
+        self.host, self.port, self.registry = broker_host, broker_port, registry
+        self.db_path = db_path
+        # "3.1.1" only for the demo's in-process broker: no shared subscription (one
+        # receiver), no session properties. The contract's transport is MQTT 5.
+        self.mqtt_version = mqtt_version
+        self.group, self.max_size, self.timeout = group, max_size, timeout
+        self.client_id = client_id or f"cim-receiver-{uuid.uuid4().hex[:12]}"
+        if session_expiry is None:
+            session_expiry = _RESUMABLE_SESSION_S if client_id else 0
+        self.session_expiry, self.max_backoff = session_expiry, max_backoff
+        self.inflight, self.max_group, self.clock = inflight, max_group, clock
+        self.max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0
+        self._drained = asyncio.Event()  # set whenever a commit frees queued bytes
+        self.ready = asyncio.Event()  # set while connected and subscribed
+        self.on_ready: Callable[[], None] | None = None  # called each time it is subscribed
+        self.rejects: Counter[str] = Counter()
+        self.metrics: dict[str, Any] = {
+            "received": 0, "stored": 0, "duplicates": 0, "acks_sent": 0,
+            "rejects": self.rejects, "errors": 0, "reconnects": 0, "commits": 0,
+            "readings": 0,
+        }
+        self._store: StoreThread | None = None
+
+    async def run(self) -> None:
+        """Receive until cancelled, reconnecting with full-jitter backoff when the broker goes."""
+        self._store = StoreThread(lambda: open_store(self.db_path))
+        try:
+            await self._store.open()
+            attempt = 0
+            while True:
+                try:
+                    async with self._client() as client:
+                        attempt = 0
+                        await self._subscribe(client)
+                        self.ready.set()
+                        if self.on_ready is not None:
+                            self.on_ready()
+                        await self._session(client)
+                except (aiomqtt.MqttError, OSError) as exc:  # TimeoutError is an OSError
+                    self.ready.clear()
+                    attempt += 1
+                    self.metrics["reconnects"] += 1
+                    delay = backoff(attempt, self.max_backoff)
+                    log.warning("broker %s:%d: %s; reconnecting in %.1f s",
+                                self.host, self.port, exc, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            self.ready.clear()
+            store, self._store = self._store, None
+            store.close()  # waits for a commit in progress: it finishes, it is not torn
+
+    async def query(self, fn: Callable[[Store], T]) -> T:
+        """Run fn(store) on the store's writer thread while run() is running (tests, views)."""
+        if self._store is None:
+            msg = "the receiver is not running"
+            raise RuntimeError(msg)
+        return await self._store.call(fn)
+
+    def _client(self) -> aiomqtt.Client:
+        session: dict[str, Any]
+        if self.mqtt_version == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.session_expiry
+            props.ReceiveMaximum = self.inflight
+            session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False,
+                       "properties": props}
+        else:  # no session properties in 3.1.1: the broker's own in-flight limit applies
+            session = {"protocol": aiomqtt.ProtocolVersion.V311,
+                       "clean_session": self.session_expiry == 0}
+        client = aiomqtt.Client(
+            self.host, self.port, identifier=self.client_id, **session,
+            timeout=self.timeout, max_inflight_messages=self.inflight,
+            # Acks and PUBACKs are small packets: Nagle's algorithm would hold each one
+            # back until the broker's delayed ACK, about 40 ms on Linux.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        # PUBACK only once a message is committed: the broker's in-flight window
+        # (ReceiveMaximum) then bounds what queues here, and a resumable session hands a
+        # receiver that died mid-commit the message again (otherwise the gateway resends
+        # it). aiomqtt 2.5 exposes no switch for this, hence its paho client.
+        client._client.manual_ack_set(True)  # noqa: SLF001
+        client.pending_calls_threshold = 2 * self.max_group  # a group's acks go out together
+        return client
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        for kind in _KINDS:
+            topic = f"cim/v1/+/{kind}"
+            if self.mqtt_version == "5":
+                topic = f"$share/{self.group}/{topic}"
+            async with asyncio.timeout(self.timeout):
+                codes = await client.subscribe(topic, qos=1)
+            if any(getattr(c, "value", c) >= 0x80 for c in codes):  # noqa: PLR2004
+                msg = f"broker refused subscription {topic}: {codes}"
+                raise aiomqtt.MqttError(msg)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """Receive and commit side by side until the connection breaks (which raises)."""
+        queue: asyncio.Queue[_Item] = asyncio.Queue()  # bounded by the inflight window
+        tasks = {asyncio.create_task(self._receive(client, queue), name="receiver-verify"),
+                 asyncio.create_task(self._commit_loop(client, queue), name="receiver-commit")}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _receive(self, client: aiomqtt.Client, queue: asyncio.Queue[_Item]) -> None:
+        self._queued_bytes = 0
+        async for message in client.messages:
+            while self._queued_bytes > self.max_queued_bytes:
+                self._drained.clear()  # the broker keeps the rest: PUBACKs wait for commits
+                await self._drained.wait()
+            self.metrics["received"] += 1
+            item = self._check(message.topic.value, message.payload, message.mid, message.qos)
+            self._queued_bytes += item.size
+            queue.put_nowait(item)
+            # Let the committer take what is queued now: at low load a message commits at
+            # once; under load, messages gather while the previous transaction runs.
+            await asyncio.sleep(0)
+
+    def _check(self, topic: str, payload: object, mid: int, qos: int) -> _Item:
+        """Verify one message (no I/O but the registry lookup); never raises on input."""
+        parts = topic_parts(topic)
+        if parts is None or not isinstance(payload, bytes | bytearray):
+            return _Item(mid, qos, 0, "", known=False)
+        dev, kind = parts
+        try:
+            return _Item(mid, qos, len(payload), dev, True, verified=verify_message(
+                dev, kind, bytes(payload), self.registry.lookup, now=self.clock(),
+                max_size=self.max_size))
+        except Reject as r:
+            try:
+                known = self.registry.has_device(dev)
+            except Exception:  # noqa: BLE001 - as below: count it, do not stop
+                log.exception("registry failed on %s", topic)
+                known = False
+            return _Item(mid, qos, 0, dev, known, reject=r)
+        except Exception:  # noqa: BLE001 - a registry outage, or a bug: never stop on input
+            self.metrics["errors"] += 1
+            log.exception("cannot check %s (no ack sent)", topic)
+            return _Item(mid, qos, 0, dev, False, failed=True)
+
+    async def _commit_loop(self, client: aiomqtt.Client, queue: asyncio.Queue[_Item]) -> None:
+        while True:
+            group = [await queue.get()]
+            while not queue.empty() and len(group) < self.max_group:
+                group.append(queue.get_nowait())
+            try:
+                await self._commit_group(client, group)
+            finally:
+                self._queued_bytes -= sum(i.size for i in group)
+                self._drained.set()
+
+    async def _commit_group(self, client: aiomqtt.Client, group: list[_Item]) -> None:
+        """Commit a group, then ack each message (ok or its reason) and PUBACK them all."""
+        verified = [i.verified for i in group if i.verified is not None]
+        refusals = [Refusal(i.reject.reason if i.reject else "bad_topic",
+                            i.dev if i.known else None,
+                            str(i.reject.detail) if i.reject else "topic is not cim/v1/{dev}/…")
+                    for i in group if i.verified is None and not i.failed]
+        results = iter(await self._commit(verified, refusals))
+        acks: list[tuple[str, int, bool, str | None]] = []
+        for item in group:
+            if item.failed:
+                continue
+            if item.verified is not None:
+                result = next(results)
+                if result is None:
+                    continue  # the store failed: no ack, so the gateway sends it again
+                if isinstance(result, Reject):
+                    item.reject = result
+                else:
+                    self.metrics["stored" if result == "stored" else "duplicates"] += 1
+                    if result == "stored":
+                        self.metrics["readings"] += len(item.verified.records)
+                    acks.append((item.dev, item.verified.seq, True, None))
+                    continue
+            self._count(item)
+            if item.reject is not None and item.known:
+                seq = item.reject.seq
+                seq = seq if type(seq) is int and 0 <= seq <= _MAX_SEQ else 0
+                acks.append((item.dev, seq, False, item.reject.reason))
+        if acks:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.gather(*(client.publish(f"cim/v1/{dev}/ack",
+                                                      encode_ack(seq, ok, err), qos=1)
+                                       for dev, seq, ok, err in acks))
+            self.metrics["acks_sent"] += len(acks)
+        for item in group:
+            if item.qos > 0:
+                client._client.ack(item.mid, item.qos)  # noqa: SLF001
+
+    def _count(self, item: _Item) -> None:
+        reason = item.reject.reason if item.reject else "bad_topic"
+        self.rejects[reason] += 1
+        if item.reject is None:
+            log.warning("reject bad_topic (mid %d)", item.mid)
+        else:
+            # seq_conflict is an alarm (DESIGN.md section 4): a cloned key or a broken gateway.
+            log.log(logging.ERROR if reason == "seq_conflict" else logging.WARNING,
+                    "reject %s: dev=%s seq=%s %s", reason, item.dev, item.reject.seq,
+                    item.reject.detail or "")
+
+    async def _commit(self, verified: list[Verified],
+                      refusals: list[Refusal]) -> Sequence[Result | None]:
+        """The group's results; a failed group is retried one message at a time, so one
+        message the store cannot take does not hold back the others (None: not stored)."""
+        assert self._store is not None  # noqa: S101 - run() opens it first
+        try:
+            results = await self._store.call(lambda s: s.commit(verified, refusals))
+        except StoreError as e:  # the database is unreachable: one at a time would not help
+            self.metrics["errors"] += len(verified) or 1
+            # One line, no traceback: the cause is outside this program.
+            log.error("%s (%d messages not acked; gateways resend them)",  # noqa: TRY400
+                      e, len(verified))
+            return [None] * len(verified)
+        except Exception:
+            if len(verified) + len(refusals) <= 1 or not verified:
+                self.metrics["errors"] += len(verified) or 1
+                log.exception("store failed on %d messages (no ack sent)",
+                              len(verified) + len(refusals))
+                return [None] * len(verified)
+        else:
+            self.metrics["commits"] += 1
+            return results
+        out: list[Result | None] = []
+        for v in verified:
+            out += await self._commit([v], [])
+        if refusals:
+            await self._commit([], refusals)
+        return out

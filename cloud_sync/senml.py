@@ -1,0 +1,301 @@
+"""SenML packs in CBOR (RFC 8428 §6) and the batch and event payloads that carry them."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn
+
+import msgspec
+
+from cloud_sync.cbor_limits import dumps_det, loads_untrusted
+from cloud_sync.reject import Reject
+from edge.model import Event, Quality, Reading
+
+# RFC 8428 §6 integer labels; "q" (quality) is our extension label and stays text.
+BN, BT, BU, N, U, V, VS, VB, T = -2, -3, -4, 0, 1, 2, 3, 4, 6
+Q = "q"
+_LABELS = {BN, BT, BU, N, U, V, VS, VB, T, Q}
+_QUALITIES = frozenset(q.label for q in Quality if q.label)
+_NAME = re.compile(r"[A-Za-z0-9:._/-]{1,200}")
+_UNIT = re.compile(r"[^\x00-\x1f\x7f]{1,32}")
+_DEV = re.compile(r"[a-z0-9-]{3,64}")
+_MAX_TEXT = 1024  # vs, msg
+_MIN_TIME = 2.0**28  # RFC 8428 §4.5.3: below this a time is relative to "now"
+_MAX_TIME = 2.0**34  # year 2514; beyond is a broken clock, and ns conversion must not overflow
+_EVENT_KINDS = frozenset({"raise", "clear", "action", "gap"})  # DESIGN.md section 4, v1
+_EVENT_KEYS = frozenset({"t", "point", "kind", "rule", "msg"})
+
+
+class Record(msgspec.Struct, frozen=True):
+    """One resolved SenML record: full name, absolute time in seconds, value, unit, quality."""
+
+    name: str
+    t: float
+    value: float | int | bool | str | None
+    unit: str | None
+    quality: str  # "" for good, else "stale" | "range" | "comm"
+
+
+class Payload(msgspec.Struct, frozen=True):
+    """A decoded batch or event payload (DESIGN §4)."""
+
+    v: int
+    dev: str
+    seq: int
+    ts: float
+    kind: str  # "batch" | "event"
+    records: list[Record]
+    events: list[Event]
+
+
+def _seconds(ns: int) -> float | int:
+    # Whole seconds go out as CBOR ints: 1-5 bytes where a float would often take 9.
+    return ns // 10**9 if ns % 10**9 == 0 else ns / 1e9
+
+
+def encode_pack(dev: str, readings: Sequence[Reading], units: Mapping[str, str]) -> list[dict]:
+    """Readings -> a SenML pack as small as valid SenML allows.
+
+    Records are grouped by point (unit-less points first, in input order within a point),
+    so a base name bn = "{dev}:{point}" opens each group and no record needs n, and bu is
+    set only when the unit changes (bu cannot be unset, hence unit-less points go first).
+    bt is the earliest time; t (offset) is omitted when 0. Raises ValueError on a reading
+    the receiver would refuse (bad name, time or value), found by decoding the pack.
+    """
+    if not readings:
+        return []
+    base_ns = min(r.ts_ns for r in readings)
+    pack: list[dict] = []
+    name = unit = None
+    for r in sorted(readings, key=lambda r: (units.get(r.point) or "", r.point)):
+        rec: dict = {} if pack else {BT: _seconds(base_ns)}
+        if r.point != name:
+            name = r.point
+            rec[BN] = f"{dev}:{name}"
+        if (u := units.get(r.point) or None) != unit:
+            unit = rec[BU] = u
+        if r.ts_ns != base_ns:
+            rec[T] = _seconds(r.ts_ns - base_ns)
+        value = r.value
+        if isinstance(value, bool):
+            rec[VB] = value
+        elif isinstance(value, str):
+            rec[VS] = value
+        elif value is not None:
+            rec[V] = value
+        if r.quality != Quality.GOOD or value is None:
+            rec[Q] = r.quality.label or "comm"
+        pack.append(rec)
+    try:
+        decode_pack(pack, max_records=len(pack))
+    except Reject as e:
+        # The gateway must not sign what the receiver refuses: that batch is never acked.
+        raise ValueError(f"unsendable reading: {e}") from None
+    return pack
+
+
+def decode_pack(recs: object, *, max_records: int = 100_000) -> list[Record]:
+    """Resolve a SenML pack (bn, bt, bu per RFC 8428 §4.5) after checking every field."""
+    if type(recs) is not list:
+        _bad("recs is not an array")
+    if len(recs) > max_records:
+        _bad(f"{len(recs)} records, limit {max_records}")
+    out: list[Record] = []
+    bn, bt, bu = "", 0.0, None
+    for i, rec in enumerate(recs):
+        if type(rec) is not dict:
+            _bad(f"record {i} is not a map")
+        for label in rec:
+            # Type first: True == 1 and 2.0 == 2 would pass the set lookup.
+            if type(label) not in (int, str) or label not in _LABELS:
+                _bad(f"record {i}: unknown label {label!r}")
+        if BN in rec:
+            bn = _text(rec[BN], f"record {i} bn", 200)
+        if BT in rec:
+            bt = _number(rec[BT], f"record {i} bt")
+        if BU in rec:
+            bu = _unit(rec[BU], f"record {i} bu")
+        name = bn + _text(rec.get(N, ""), f"record {i} n", 200)
+        if not _NAME.fullmatch(name):
+            _bad(f"record {i}: name {name!r} does not match {_NAME.pattern}")
+        t = _time(bt + _number(rec.get(T, 0), f"record {i} t"), f"record {i}")
+        unit = _unit(rec[U], f"record {i} u") if U in rec else bu
+        out.append(Record(name=name, t=t, value=_value(rec, i), unit=unit,
+                          quality=_quality(rec, i)))
+    return out
+
+
+def _value(rec: dict, i: int) -> float | int | bool | str | None:
+    if sum(label in rec for label in (V, VS, VB)) > 1:
+        _bad(f"record {i}: more than one value")
+    if V in rec:
+        # NaN and infinities pass: CBOR carries them and a device may report them.
+        return _number(rec[V], f"record {i} v", finite=False)
+    if VS in rec:
+        return _text(rec[VS], f"record {i} vs", _MAX_TEXT)
+    if VB in rec:
+        if type(rec[VB]) is not bool:
+            _bad(f"record {i}: vb is not a bool")
+        return rec[VB]
+    if Q not in rec:  # RFC 8428 wants a value; only a flagged reading may lack one
+        _bad(f"record {i}: no value and no q (a failed poll has q comm)")
+    return None
+
+
+def _quality(rec: dict, i: int) -> str:
+    if Q not in rec:
+        return ""
+    if (q := _choice(rec[Q], _QUALITIES)) is None:
+        _bad(f"record {i}: q {rec[Q]!r} is not one of {sorted(_QUALITIES)}")
+    return q
+
+
+def _choice(x: object, choices: frozenset[str]) -> str | None:
+    # Type first: an unhashable value (a list) would make the set lookup raise TypeError.
+    return x if type(x) is str and x in choices else None
+
+
+def _number(x: object, what: str, *, finite: bool = True) -> float | int:
+    if type(x) is not int and type(x) is not float:
+        _bad(f"{what} is not a number")
+    if type(x) is int and not -(2**64) <= x < 2**64:
+        _bad(f"{what} is beyond a CBOR integer")  # cbor2 would write a bignum tag
+    if finite and not math.isfinite(x):
+        _bad(f"{what} is not finite")
+    return x
+
+
+def _time(t: float, what: str) -> float:
+    if not math.isfinite(t) or t >= _MAX_TIME:
+        _bad(f"{what}: time {t!r} is not finite or not below 2**34")
+    if t < _MIN_TIME:
+        raise Reject("relative_time", f"{what}: time {t!r} is below 2**28 (relative)")
+    return float(t)
+
+
+def _text(x: object, what: str, limit: int) -> str:
+    if type(x) is not str or len(x) > limit:
+        _bad(f"{what} is not a text of at most {limit} characters")
+    return x
+
+
+def _unit(x: object, what: str) -> str:
+    if type(x) is not str or not _UNIT.fullmatch(x):
+        _bad(f"{what} is not a unit ({_UNIT.pattern})")
+    return x
+
+
+def _bad(detail: str) -> NoReturn:
+    raise Reject("bad_field", detail)
+
+
+def _head(dev: str, seq: int, ts: float) -> dict:
+    # The gateway checks what the receiver will check: a refused batch is never acked.
+    if not _DEV.fullmatch(dev) or not 1 <= seq < 2**63 or not math.isfinite(ts):
+        raise ValueError(f"bad payload head: dev={dev!r} seq={seq!r} ts={ts!r}")
+    return {"v": 1, "dev": dev, "seq": seq, "ts": float(ts)}
+
+
+def batch_payload(dev: str, seq: int, ts: float, recs: list) -> bytes:
+    """The batch payload: {"v": 1, "dev", "seq", "ts", "recs"}, deterministic CBOR."""
+    return dumps_det({**_head(dev, seq, ts), "recs": recs})
+
+
+def event_payload(dev: str, seq: int, ts: float, events: Sequence[Event]) -> bytes:
+    """The event payload: the batch map with "evt" (a list of event maps) for "recs".
+
+    Raises ValueError on an event the receiver would refuse, as encode_pack does.
+    """
+    evt = []
+    for e in events:
+        item = {"t": _seconds(e.ts_ns), "point": e.point, "kind": e.kind, "rule": e.rule,
+                "msg": e.msg}
+        if e.value is not None:
+            item["value"] = e.value
+        evt.append(item)
+    try:
+        _events(evt, len(evt))
+    except Reject as e:
+        raise ValueError(f"unsendable event: {e}") from None
+    return dumps_det({**_head(dev, seq, ts), "evt": evt})
+
+
+def decode_payload(data: bytes, kind: str, *, max_records: int = 100_000,
+                   precheck: Callable[[str, int], None] | None = None) -> Payload:
+    """Decode and check a batch or event payload; raise Reject on anything malformed.
+
+    precheck(dev, seq), if given, runs once the head is valid and before the records are
+    decoded, so a verifier can apply key policy first (DESIGN §5 order).
+    """
+    if kind not in ("batch", "event"):
+        raise ValueError(f"kind must be 'batch' or 'event', not {kind!r}")
+    obj = loads_untrusted(data, max_depth=3)  # map -> recs array -> record map
+    if type(obj) is not dict:
+        _malformed("payload is not a map")
+    seq = obj.get("seq")
+    try:
+        return _payload(obj, kind, max_records, precheck)
+    except Reject as e:
+        # The seq lets the gateway match an ok:false ack to its batch, so pass it when sane.
+        if e.seq is None and type(seq) is int and 1 <= seq < 2**63:
+            e.seq = seq
+        raise
+
+
+def _payload(obj: dict, kind: str, max_records: int,
+             precheck: Callable[[str, int], None] | None) -> Payload:
+    body_key = "recs" if kind == "batch" else "evt"
+    if type(obj.get("v")) is int and obj["v"] != 1:
+        raise Reject("bad_version", f"v={obj['v']}, expected 1")
+    if set(obj) != {"v", "dev", "seq", "ts", body_key}:
+        _malformed(f"keys {sorted(map(str, obj))}, expected dev, seq, ts, v, {body_key}")
+    dev, seq, ts, body = obj["dev"], obj["seq"], obj["ts"], obj[body_key]
+    if type(obj["v"]) is not int:
+        _malformed("v is not an integer")
+    if type(dev) is not str or not _DEV.fullmatch(dev):
+        _malformed(f"dev is not a device id ({_DEV.pattern})")
+    if type(seq) is not int or not 1 <= seq < 2**63:
+        _malformed("seq is not an integer in [1, 2**63)")
+    if type(ts) not in (int, float) or not math.isfinite(ts):
+        _malformed("ts is not a finite number")
+    if precheck is not None:
+        precheck(dev, seq)
+    records: list[Record] = []
+    events: list[Event] = []
+    if kind == "event":
+        events = _events(body, max_records)
+    else:
+        records = decode_pack(body, max_records=max_records)
+        if bad := [r.name for r in records if not r.name.startswith(f"{dev}:")]:
+            _bad(f"record name {bad[0]!r} is not under {dev}:")
+    return Payload(v=1, dev=dev, seq=seq, ts=float(ts), kind=kind, records=records,
+                   events=events)
+
+
+def _events(evt: object, max_events: int) -> list[Event]:
+    if type(evt) is not list or len(evt) > max_events:
+        _bad(f"evt is not an array of at most {max_events} events")
+    return [_event(item, i) for i, item in enumerate(evt)]
+
+
+def _event(item: object, i: int) -> Event:
+    if type(item) is not dict or not _EVENT_KEYS <= set(item) <= _EVENT_KEYS | {"value"}:
+        _bad(f"event {i} is not a map of {', '.join(sorted(_EVENT_KEYS))} and value?")
+    t = _time(_number(item["t"], f"event {i} t"), f"event {i}")
+    point = _text(item["point"], f"event {i} point", 200)
+    if not _NAME.fullmatch(point):
+        _bad(f"event {i}: point {point!r} does not match {_NAME.pattern}")
+    if (kind := _choice(item["kind"], _EVENT_KINDS)) is None:
+        _bad(f"event {i}: kind {item['kind']!r} is not one of {sorted(_EVENT_KINDS)}")
+    value = None
+    if "value" in item:  # absent when the event has none; null is refused
+        value = float(_number(item["value"], f"event {i} value", finite=False))
+    return Event(ts_ns=round(t * 1e9), point=point, kind=kind,
+                 rule=_text(item["rule"], f"event {i} rule", 200),
+                 msg=_text(item["msg"], f"event {i} msg", _MAX_TEXT), value=value)
+
+
+def _malformed(detail: str) -> NoReturn:
+    raise Reject("malformed_payload", detail)

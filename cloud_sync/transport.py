@@ -1,0 +1,113 @@
+"""The gateway's MQTT link (the only gateway module that imports aiomqtt): reconnects forever."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiomqtt
+import cbor2
+
+from edge.errors import SyncError
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(attempt: int) -> float:
+    """Full jitter (aiomqtt v3): a fleet that lost its broker does not come back in lockstep."""
+    return random.uniform(0, 1.5 ** min(10, attempt))  # noqa: S311 - jitter, not crypto
+
+
+def parse_broker(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) from mqtt://host:port or mqtts://host:port."""
+    u = urlsplit(url)
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise SyncError(f"broker URL {url!r} is not mqtt://HOST:PORT or mqtts://HOST:PORT")
+    tls = u.scheme == "mqtts"
+    return u.hostname, u.port or (8883 if tls else 1883), tls
+
+
+class Transport:
+    """Keeps one MQTT 5 session to the broker; publish() works while ``up`` is set.
+
+    Acks on ``cim/v1/{dev}/ack`` are handed to ``on_ack`` as raw bytes, and commands on
+    ``cim/v1/{dev}/cmd`` to ``on_cmd`` (subscribed only when given). The status topic
+    carries a retained ``{"online": true}`` while connected and the will ``{"online": false}``.
+    """
+
+    def __init__(self, broker: str, dev: str, on_ack: Callable[[bytes], Awaitable[None]], *,
+                 on_cmd: Callable[[bytes], Awaitable[None]] | None = None, username: str = "", password_file: Path | None = None,
+                 ca_file: Path | None = None, cert_file: Path | None = None,
+                 key_file: Path | None = None, keepalive: int = 30,
+                 mqtt_version: str = "5") -> None:
+        self.host, self.port, tls = parse_broker(broker)
+        self.dev = dev
+        self.on_ack, self.on_cmd = on_ack, on_cmd
+        # MQTT 5 is the contract's transport; 3.1.1 only for the demo's in-process broker
+        self.protocol = (aiomqtt.ProtocolVersion.V5 if mqtt_version == "5"
+                         else aiomqtt.ProtocolVersion.V311)
+        self.up = asyncio.Event()
+        self.connects = 0
+        self.last_error = ""
+        self._client: aiomqtt.Client | None = None
+        password = password_file.read_text().strip() if password_file else None
+        tls_context = None
+        if tls or ca_file:
+            tls_context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            if cert_file:
+                tls_context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+        self._kwargs = dict(username=username or None, password=password,
+                            tls_context=tls_context, keepalive=keepalive)
+
+    def topic(self, kind: str) -> str:
+        return f"cim/v1/{self.dev}/{kind}"
+
+    async def run(self) -> None:
+        """Connect, subscribe to acks, hand them over; on any broker error wait and retry."""
+        attempt = 0
+        will = aiomqtt.Will(self.topic("status"), cbor2.dumps({"online": False}), 1, True)
+        while True:
+            try:
+                async with aiomqtt.Client(
+                        self.host, self.port, identifier=f"gw-{self.dev}",
+                        protocol=self.protocol, will=will, timeout=10,
+                        **self._kwargs) as client:
+                    await client.subscribe(self.topic("ack"), qos=1)
+                    if self.on_cmd is not None:
+                        await client.subscribe(self.topic("cmd"), qos=1)
+                    await client.publish(self.topic("status"), cbor2.dumps({"online": True}),
+                                         qos=1, retain=True)
+                    self._client, attempt = client, 0
+                    self.connects += 1
+                    self.up.set()
+                    log.info("connected to %s:%d", self.host, self.port)
+                    async for message in client.messages:
+                        if not isinstance(message.payload, bytes | bytearray):
+                            continue
+                        if message.topic.value.endswith("/cmd") and self.on_cmd is not None:
+                            await self.on_cmd(bytes(message.payload))
+                        else:
+                            await self.on_ack(bytes(message.payload))
+            except aiomqtt.MqttError as e:
+                self.last_error = str(e)
+                log.warning("broker %s:%d: %s", self.host, self.port, e)
+            finally:
+                self.up.clear()
+                self._client = None
+            attempt += 1
+            await asyncio.sleep(backoff_delay(attempt))
+
+    async def publish(self, kind: str, payload: bytes, timeout: float = 10.0) -> None:
+        """Publish at QoS 1 and wait for the broker's PUBACK; SyncError when the link is down."""
+        client = self._client
+        if client is None:
+            raise SyncError("not connected to the broker")
+        try:
+            await client.publish(self.topic(kind), payload, qos=1, timeout=timeout)
+        except aiomqtt.MqttError as e:
+            raise SyncError(f"publish to {self.host}:{self.port} failed: {e}") from None

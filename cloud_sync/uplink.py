@@ -1,0 +1,169 @@
+"""The sync loop: store rows -> SenML-CBOR -> COSE_Sign1 -> publish -> ack -> prune.
+
+At most ``max_inflight`` batches wait for their ack at a time; a batch whose ack does not
+come within ``ack_timeout`` (or that was in flight when the link dropped) is published
+again from its recorded bytes, so a resend is byte for byte the same. Events go first.
+A full batch goes out as soon as one is waiting (backlog drain); a partial one waits for
+the flush timer, so a quiet site does not send one message per reading.
+
+After an outage the backlog drains oldest first, and the newest readings get a lane of
+their own with one send slot per flush tick beyond the backlog's window, so live data
+arrives within about one flush interval however long the backlog is. Nothing is read into
+memory beyond one batch: the backlog stays in SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_sync import cose, senml
+from cloud_sync.ack import decode_ack
+from cloud_sync.reject import Reject
+from cloud_sync.transport import Transport
+from edge.errors import SyncError
+from edge.store import Batch, Store
+
+log = logging.getLogger(__name__)
+
+BACKLOG_BATCHES = 4  # a backlog of this many full batches opens the lane for the newest data
+
+
+class Uplink:
+    """Moves signed batches from the store to the broker until cancelled."""
+
+    def __init__(self, store: Store, dev: str, key: Ed25519PrivateKey, units: Mapping[str, str],
+                 *, batch_max: int = 1000, flush_interval: float = 1.0,
+                 ack_timeout: float = 10.0, max_inflight: int = 4) -> None:
+        self.store, self.dev, self.key, self.units = store, dev, key, units
+        self.kid = cose.kid_for(key.public_key().public_bytes_raw())
+        self.batch_max, self.flush_interval = batch_max, flush_interval
+        self.ack_timeout, self.max_inflight = ack_timeout, max_inflight
+        self.inflight: dict[int, float] = {}  # seq -> monotonic deadline of its ack
+        self.wake = asyncio.Event()
+        self.counters = {"sent": 0, "resent": 0, "acked": 0, "nacked": 0, "bad_acks": 0,
+                         "dropped_invalid": 0, "live": 0}
+        self.last_ack_ns: int | None = None
+        self.last_nack = ""
+        self.transport: Transport | None = None
+
+    # -- encoding, run in the store's thread so seq allocation and record are one step ----
+    def _make_batch(self, seq: int, rows: list[Any]) -> bytes:
+        try:
+            recs = senml.encode_pack(self.dev, rows, self.units)
+        except ValueError:
+            # A row the receiver would refuse (a time before 1978 from an RTC reset, say)
+            # would stall the uplink forever: send the rest, count and log what is dropped.
+            good = [r for r in rows if _encodable(self.dev, r, self.units)]
+            self.counters["dropped_invalid"] += len(rows) - len(good)
+            log.error("dropped %d readings the receiver would refuse", len(rows) - len(good))
+            recs = senml.encode_pack(self.dev, good, self.units)
+        return cose.sign1(senml.batch_payload(self.dev, seq, time.time(), recs), self.key, self.kid)
+
+    def _make_events(self, seq: int, rows: list[Any]) -> bytes:
+        return cose.sign1(senml.event_payload(self.dev, seq, time.time(), rows), self.key, self.kid)
+
+    async def on_ack(self, data: bytes) -> None:
+        """Handle one message on the ack topic."""
+        try:
+            ack = decode_ack(data)
+        except Reject as e:
+            self.counters["bad_acks"] += 1
+            log.warning("ignored a malformed ack: %s", e)
+            return
+        if not ack.ok:
+            # Keep the batch: a rejection (key not yet enrolled, say) must not lose data.
+            # It is sent again after ack_timeout; the count and reason show in status.
+            self.counters["nacked"] += 1
+            self.last_nack = f"seq {ack.seq}: {ack.err}"
+            log.warning("receiver refused seq %d: %s", ack.seq, ack.err)
+            return
+        if await self.store.mark_acked(ack.seq):
+            self.counters["acked"] += 1
+            self.last_ack_ns = time.time_ns()
+        self.inflight.pop(ack.seq, None)
+        self.wake.set()
+
+    async def _next(self, partial: bool) -> Batch | None:
+        pending = await self.store.pending(frozenset(self.inflight), 1)
+        if pending:
+            self.counters["resent"] += 1
+            return pending[0]
+        now_ns = time.time_ns()
+        batch = await self.store.build_batch("event", self.batch_max, self._make_events, now_ns)
+        if batch is None and (partial or await self.store.has_unbatched(self.batch_max)):
+            batch = await self.store.build_batch("batch", self.batch_max, self._make_batch, now_ns)
+        if batch is not None:
+            self.counters["sent"] += 1
+        return batch
+
+    async def _publish(self, transport: Transport, batch: Batch) -> None:
+        await transport.publish(batch.topic, batch.payload)
+        self.inflight[batch.seq] = asyncio.get_running_loop().time() + self.ack_timeout
+
+    async def run(self, transport: Transport) -> None:
+        """Fill the send window whenever the link is up; wait for acks, timers or new data."""
+        self.transport = transport
+        loop = asyncio.get_running_loop()
+        next_flush = loop.time()
+        while True:
+            if not transport.up.is_set():
+                self.inflight.clear()  # whatever was in flight is sent again after reconnect
+                await transport.up.wait()
+            now = loop.time()
+            for seq in [s for s, dl in self.inflight.items() if dl <= now]:
+                del self.inflight[seq]  # ack overdue: pending() hands it out again
+            flush = now >= next_flush
+            if flush:
+                next_flush = now + self.flush_interval
+                if await self.store.has_unbatched(BACKLOG_BATCHES * self.batch_max):
+                    # After an outage: the newest data gets a lane of its own and a slot
+                    # every flush, so it is not starved behind the backlog.
+                    await self.store.split_live()
+            try:
+                if flush and await self.store.lane_open():
+                    # the newest data's slot, one batch a flush, beyond the backlog's window
+                    batch = await self.store.build_batch("batch", self.batch_max,
+                                                         self._make_batch, time.time_ns(),
+                                                         lane="newest")
+                    if batch is not None:
+                        self.counters["sent"] += 1
+                        self.counters["live"] += 1
+                        await self._publish(transport, batch)
+                while len(self.inflight) < self.max_inflight:
+                    batch = await self._next(partial=flush)
+                    if batch is None:
+                        break
+                    await self._publish(transport, batch)
+            except SyncError as e:
+                log.warning("%s", e)
+                # the link may not know yet that it is down: give it a moment, then retry
+                await _wait_cleared(transport.up, 1.0)
+                continue
+            deadline = min([next_flush, *self.inflight.values()])
+            self.wake.clear()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+
+
+def _encodable(dev: str, row: Any, units: Mapping[str, str]) -> bool:
+    try:
+        senml.encode_pack(dev, [row], units)
+    except ValueError:
+        return False
+    return True
+
+
+async def _wait_cleared(flag: asyncio.Event, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while flag.is_set() and loop.time() < end:
+        await asyncio.sleep(0.05)
