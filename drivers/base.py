@@ -1,0 +1,28 @@
+"""The one small interface every driver follows; the poll scheduler in edge/ drives it."""
+
+from __future__ import annotations
+
+from typing import Protocol, Self
+
+from edge.model import DeviceHealth, Reading, Value
+
+
+class Driver(Protocol):
+    """An open link to one field device.
+
+    ``read()`` returns one Reading per configured point, named "{device}.{point}", stamped
+    with the wall-clock time of the answer. A failed poll gives readings with
+    ``Quality.COMM`` and value None and updates health; only a bug escapes ``read()``.
+    ``write()`` raises ``edge.errors.DriverError`` when the device refuses or the read-back
+    differs. ``CancelledError`` is never converted into anything else.
+    """
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def read(self) -> list[Reading]: ...
+
+    async def write(self, point: str, value: Value) -> None: ...
+
+    def health(self) -> DeviceHealth: ...
