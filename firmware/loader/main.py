@@ -1,0 +1,5 @@
+"""Entry point after boot.py: the loader (``fwboot``) runs the application."""
+
+import fwboot
+
+fwboot.start()
