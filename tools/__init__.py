@@ -1,0 +1,1 @@
+"""Simulators, load generators and benchmark harnesses; never imported by the gateway."""
