@@ -1,0 +1,1 @@
+"""The technician CLI: identity and enrollment, the demo, and the commands around them."""
