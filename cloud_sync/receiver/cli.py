@@ -223,12 +223,15 @@ async def _with_metrics(receiver: Any, every: float | None) -> None:
     import asyncio
     import contextlib
 
+    def line() -> None:
+        print(json.dumps({"t": round(time.time(), 3), **{
+            k: dict(v) if isinstance(v, dict) else v for k, v in receiver.metrics.items()}}),
+            flush=True)
+
     async def report() -> None:
         while True:
             await asyncio.sleep(every or 0)
-            print(json.dumps({"t": round(time.time(), 3), **{
-                k: dict(v) if isinstance(v, dict) else v for k, v in receiver.metrics.items()}}),
-                flush=True)
+            line()
 
     task = asyncio.create_task(report(), name="metrics") if every else None
     try:
@@ -238,6 +241,7 @@ async def _with_metrics(receiver: Any, every: float | None) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            line()  # the final counters, however short the run was
 
 
 @_to_stdout

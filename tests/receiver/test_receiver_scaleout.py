@@ -122,8 +122,10 @@ async def test_two_receivers_on_postgresql_store_each_batch_once(
     assert (j1, j2, e1, e2) == (0, 0, 0, 0)
     assert_all_stored_once(pg_url, fleet, 10, 10)
     metrics = [json.loads(line) for c in children for line in c.out if line.startswith("{")]
-    assert metrics, "--metrics-every prints JSON lines"
+    assert metrics, "--metrics-every prints JSON lines, and a last one at stop"
     assert set(metrics[-1]) >= {"t", "received", "stored", "duplicates", "rejects", "commits"}
+    finals = [[json.loads(line) for line in c.out if line.startswith("{")][-1] for c in children]
+    assert sum(m["stored"] for m in finals) == len(messages)
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
