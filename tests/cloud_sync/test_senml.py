@@ -34,34 +34,75 @@ READINGS = [
 
 def test_encode_pack_exact() -> None:
     pack = encode_pack(DEV, READINGS, UNITS)
-    # Grouped by point, unit-less points first (bu cannot be unset), in time order within.
+    # Unit-less points first (bu cannot be unset). One reading per time here, so point order
+    # is smaller than time order: each point's unit once, whole-second t offsets as ints;
+    # one folder, so bn is its prefix and each record names itself with a short n.
     assert pack == [
-        {BT: S0, BN: "gw-01:pump1.run", VB: True},
-        {BN: "gw-01:pump1.state", T: 0.5, VS: "auto"},
-        {BN: "gw-01:pump1.level", BU: "m", V: 1.5},
-        {T: 1, V: 1.75},
-        {T: 2, V: 2.0, Q: "stale"},
-        {BN: "gw-01:pump1.flow", BU: "m3/h", V: 12},
-        {T: 2, Q: "comm"},
+        {N: "run", VB: True, BN: "gw-01:pump1.", BT: S0},
+        {N: "state", VS: "auto", T: 0.5},
+        {N: "level", V: 1.5, BU: "m"},
+        {N: "level", V: 1.75, T: 1},
+        {N: "level", V: 2.0, T: 2, Q: "stale"},
+        {N: "flow", V: 12, BU: "m3/h"},
+        {N: "flow", T: 2, Q: "comm"},
     ]
     assert type(pack[0][BT]) is int and type(pack[3][T]) is int  # whole seconds: ints
     assert type(pack[5][V]) is int and type(pack[2][V]) is float
 
 
+def test_encode_pack_one_poll_shares_bt_and_bn() -> None:
+    # A device's poll: every point at one (fractional) time. bt once, bn the names' common
+    # prefix, and each record only its short n and value.
+    t = T0 + 123_456_789
+    rs = [Reading(f"ps1.r{a}", t, a * 10) for a in (0, 2, 4, 10, 12)]
+    assert encode_pack(DEV, rs, {}) == [
+        {N: "0", V: 0, BN: "gw-01:ps1.r", BT: t / 1e9}, {N: "10", V: 100}, {N: "12", V: 120},
+        {N: "2", V: 20}, {N: "4", V: 40}]
+
+
+def test_encode_pack_polls_of_two_devices() -> None:
+    # Two devices polled 3.2 ms apart: a bt per poll (a 9-byte float, once), a bn per device.
+    t1, t2 = T0 + 10**8, T0 + 10**8 + 3_200_000
+    rs = [Reading(f"d{d}.{p}", t, 10 * d + i) for d, t in ((2, t2), (1, t1))
+          for i, p in enumerate("abc")]
+    assert encode_pack(DEV, rs, {}) == [
+        {N: "a", V: 10, BN: "gw-01:d1.", BT: t1 / 1e9}, {N: "b", V: 11}, {N: "c", V: 12},
+        {N: "a", V: 20, BN: "gw-01:d2.", BT: t2 / 1e9}, {N: "b", V: 21}, {N: "c", V: 22}]
+
+
+def test_encode_pack_takes_point_order_when_smaller() -> None:
+    # Two points per device, a second poll of d1 a second later: naming and timing each
+    # value in time order (3 bt, 3 bn) costs more than point order (2 bt, 2 bn, int t).
+    t1, t2 = T0 + 10**8, T0 + 10**8 + 3_200_000
+    rs = [Reading("d1.a", t1, 1), Reading("d1.b", t1, 2), Reading("d2.a", t2, 3),
+          Reading("d2.b", t2, 4), Reading("d1.a", t1 + 10**9, 5), Reading("d1.b", t1 + 10**9, 6)]
+    assert encode_pack(DEV, rs, {}) == [
+        {N: "a", V: 1, BN: "gw-01:d1.", BT: t1 / 1e9}, {N: "a", V: 5, T: 1},
+        {N: "b", V: 2}, {N: "b", V: 6, T: 1},
+        {N: "a", V: 3, BN: "gw-01:d2.", BT: t2 / 1e9}, {N: "b", V: 4}]
+    by_time = dumps_det(encode_pack(DEV, rs[:4], {}) + encode_pack(DEV, rs[4:], {}))
+    assert len(dumps_det(encode_pack(DEV, rs, {}))) < len(by_time)
+
+
 def test_encode_pack_empty_and_defaults() -> None:
     assert encode_pack(DEV, [], UNITS) == []
+    # A config's point without a unit has "": no bu, and it goes with the unit-less ones.
+    assert encode_pack(DEV, [Reading("a.b", T0, 1), Reading("a.c", T0, 2)],
+                       {"a.b": "", "a.c": "m"}) == [
+        {N: "b", V: 1, BN: "gw-01:a.", BT: S0}, {N: "c", V: 2, BU: "m"}]
     assert encode_pack(DEV, [Reading("a.b", T0 + 1, None)], {}) == [
-        {BT: (T0 + 1) / 1e9, BN: "gw-01:a.b", Q: "comm"}]  # None with GOOD is still a failure
+        {BN: "gw-01:a.b", BT: (T0 + 1) / 1e9, Q: "comm"}]  # None with GOOD is still a failure
 
 
-def test_encode_pack_uses_the_earliest_time_as_base() -> None:
+def test_encode_pack_a_backlog_of_one_point() -> None:
+    # One point, times in order: bn once (no n), bt the earliest, whole-second offsets.
     pack = encode_pack(DEV, [Reading("a", T0 + 3 * 10**9, 1), Reading("a", T0, 2)], {})
-    assert pack == [{BT: S0, BN: "gw-01:a", T: 3, V: 1}, {V: 2}]
+    assert pack == [{V: 2, BN: "gw-01:a", BT: S0}, {V: 1, T: 3}]
 
 
 @pytest.mark.parametrize(("reading", "units", "match"), [
     (Reading("pump 1", T0, 1.0), {}, "name"),
-    (Reading("a" * 200, T0, 1.0), {}, "bn is not a text of at most 200"),
+    (Reading("a" * 200, T0, 1.0), {}, r"name 'gw-01:a{200}' does not match .*\{1,200\}"),
     (Reading("a", T0, 2**64), {}, "beyond a CBOR integer"),
     (Reading("a", T0, "x" * 1025), {}, "vs"),
     (Reading("a", 0, 1.0), {}, "relative"),
@@ -165,7 +206,7 @@ points = st.sampled_from(["p1.level", "p1.flow", "p2.run", "p2.state", "p3.t"])
 values = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
                    st.floats(allow_nan=False), st.text(max_size=20))
 readings = st.builds(
-    Reading, points, st.integers(2**28 * 10**9, 2**33 * 10**9), values,
+    Reading, points, st.integers((2**28 + 1) * 10**9, 2**33 * 10**9), values,
     st.sampled_from(Quality))
 unit_maps = st.dictionaries(points, st.sampled_from(["m", "m3/h", "Cel", "%RH"]), max_size=5)
 
@@ -175,20 +216,87 @@ def expected(r: Reading, units: dict[str, str]) -> tuple[object, ...]:
     return (f"{DEV}:{r.point}", r.ts_ns / 1e9, repr(r.value), units.get(r.point), quality)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(readings, max_size=30), unit_maps)
-def test_pack_round_trip(rs: list[Reading], units: dict[str, str]) -> None:
+# Polls: a few times shared by many points of several folders, as a gateway's batches are.
+poll_points = st.sampled_from([f"d{d}.{p}" for d in (1, 2, 10) for p in ("r0", "r2", "r10",
+                                                                          "level", "lev")])
+polled = st.builds(Reading, poll_points, st.sampled_from([T0, T0 + 3_200_000, T0 + 10**9,
+                                                           T0 + 10**9 + 1]), values,
+                   st.sampled_from(Quality))
+poll_units = st.dictionaries(poll_points, st.sampled_from(["m", "m3/h", "A"]), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.tuples(st.lists(readings, max_size=30), unit_maps),
+                 st.tuples(st.lists(polled, max_size=60), poll_units)))
+def test_pack_round_trip(case: tuple[list[Reading], dict[str, str]]) -> None:
+    rs, units = case
     pack = encode_pack(DEV, rs, units)
     payload = decode_payload(batch_payload(DEV, 9, 1.7e9, pack), "batch")
     got = [(r.name, r.t, repr(r.value), r.unit, r.quality) for r in payload.records]
     assert len(got) == len(rs)
-    # Records come grouped by point; within a point they keep the readings' order.
+    # Within a point, records come in time order (readings of one time in their order).
     for p in {r.point for r in rs}:
         mine = [g for g in got if g[0] == f"{DEV}:{p}"]
-        want = [expected(r, units) for r in rs if r.point == p]
+        want = [expected(r, units) for r in sorted(rs, key=lambda r: r.ts_ns) if r.point == p]
         assert [g[:1] + g[2:] for g in mine] == [w[:1] + w[2:] for w in want]
         for g, w in zip(mine, want, strict=True):  # bt + t in float seconds: about 1 us
             assert math.isclose(g[1], w[1], rel_tol=0, abs_tol=2e-6)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.tuples(st.lists(readings, max_size=30), unit_maps),
+                 st.tuples(st.lists(polled, max_size=60), poll_units)),
+       st.integers(1, 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False))
+def test_payloads_are_deterministic_cbor(case: tuple[list[Reading], dict[str, str]], seq: int,
+                                         ts: float) -> None:
+    # batch_payload uses cbor2's C encoder (length-first key order); RFC 8949 §4.2.1 wants
+    # bytewise order, which dumps_det implements: for these payloads the two agree.
+    rs, units = case
+    pack = encode_pack(DEV, rs, units)
+    assert batch_payload(DEV, seq, ts, pack) == dumps_det(
+        {"v": 1, "dev": DEV, "seq": seq, "ts": ts, "recs": pack})
+    events = [Event(r.ts_ns, r.point, "raise", "rule-1", "msg",
+                    r.value if type(r.value) is float else None) for r in rs[:5]]
+    assert event_payload(DEV, seq, ts, events) == dumps_det(
+        {"v": 1, "dev": DEV, "seq": seq, "ts": ts, "evt": cbor2.loads(
+            event_payload(DEV, seq, ts, events))["evt"]})
+
+
+wild_points = st.one_of(points, st.text(max_size=210))
+wild_values = st.one_of(values, st.integers(-(2**66), 2**66), st.text(min_size=1000,
+                                                                     max_size=1100))
+wild_times = st.one_of(st.integers(0, 2**35 * 10**9),
+                       st.sampled_from([2**28 * 10**9 - 1, 2**28 * 10**9, 2**34 * 10**9 - 1,
+                                        2**34 * 10**9]))
+wild_units = st.one_of(st.none(), st.sampled_from(["m", "\n", "", "x" * 33, "°C"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(wild_points, wild_times, wild_values, wild_units)
+def test_encode_refuses_exactly_what_the_receiver_refuses(point: str, ts_ns: int, value: object,
+                                                          unit: str | None) -> None:
+    # The gateway's checks (before building a pack) against the receiver's decode of the
+    # plainest pack for that reading: one refuses when the other does.
+    r = Reading(point, ts_ns, value)  # type: ignore[arg-type]
+    units = {} if unit is None else {point: unit}
+    rec: dict = {BN: f"{DEV}:{point}", BT: ts_ns // 10**9 if ts_ns % 10**9 == 0
+                 else ts_ns / 1e9, **({BU: unit} if unit else {})}  # "": no unit
+    rec |= ({VB: value} if type(value) is bool else {VS: value} if type(value) is str
+            else {Q: "comm"} if value is None else {V: value})
+    try:
+        decode_pack([rec])
+        refused = False
+    except Reject:
+        refused = True
+    try:
+        pack = encode_pack(DEV, [r], units)
+    except ValueError:
+        # Refused here but not there: only a time within a second of 2**28 or 2**34 s, where
+        # a float's rounding decides; the gateway keeps clear of both edges.
+        assert refused or min(abs(ts_ns - 2**28 * 10**9), abs(ts_ns - 2**34 * 10**9)) < 10**9
+    else:
+        assert not refused
+        assert len(decode_pack(pack)) == 1  # and what it does build, the receiver takes
 
 
 # Payloads (DESIGN §4).
