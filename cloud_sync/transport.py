@@ -19,9 +19,13 @@ from edge.errors import SyncError
 log = logging.getLogger(__name__)
 
 
-def backoff_delay(attempt: int) -> float:
-    """Full jitter (aiomqtt v3): a fleet that lost its broker does not come back in lockstep."""
-    return random.uniform(0, 1.5 ** min(10, attempt))  # noqa: S311 - jitter, not crypto
+def backoff_delay(attempt: int, cap: float = 60.0) -> float:
+    """Full jitter (aiomqtt v3): a fleet that lost its broker does not come back in lockstep.
+
+    Up to 1.5**attempt seconds (at most 1.5**10, about 58 s, and at most ``cap``); the
+    gateway's transport and the receiver both reconnect with it.
+    """
+    return random.uniform(0, min(cap, 1.5 ** min(10, attempt)))  # noqa: S311 - jitter, not crypto
 
 
 def parse_broker(url: str) -> tuple[str, int, bool]:

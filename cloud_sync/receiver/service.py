@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 import time
 import uuid
@@ -24,6 +23,7 @@ from cloud_sync.receiver.registry import DEVICE_ID, Keys
 from cloud_sync.receiver.store import Refusal, Result, Store, StoreThread, open_store
 from cloud_sync.receiver.store import is_postgres_url
 from cloud_sync.reject import Reject
+from cloud_sync.transport import backoff_delay
 from cloud_sync.verify import Verified, verify_message
 from edge.errors import StoreError
 
@@ -52,11 +52,6 @@ def topic_parts(topic: str) -> tuple[str, str] | None:
     if not DEVICE_ID.fullmatch(parts[2]):
         return None
     return parts[2], parts[3]
-
-
-def backoff(attempt: int, cap: float = 30.0) -> float:
-    """Full-jitter delay before reconnect attempt n (aiomqtt v3), so a fleet does not align."""
-    return random.uniform(0, min(cap, 1.5 ** min(10, attempt)))  # noqa: S311 - not crypto
 
 
 @dataclass(slots=True)
@@ -145,7 +140,7 @@ class Receiver:
                     self.ready.clear()
                     attempt += 1
                     self.metrics["reconnects"] += 1
-                    delay = backoff(attempt, self.max_backoff)
+                    delay = backoff_delay(attempt, self.max_backoff)
                     log.warning("broker %s:%d: %s; reconnecting in %.1f s",
                                 self.host, self.port, exc, delay)
                     await asyncio.sleep(delay)

@@ -12,7 +12,8 @@ from rxkit import Device, gateway, new_device, running
 
 from cloud_sync.ack import Ack
 from cloud_sync.receiver.registry import Registry
-from cloud_sync.receiver.service import Receiver, backoff, topic_parts
+from cloud_sync.receiver.service import Receiver, topic_parts
+from cloud_sync.transport import backoff_delay
 from cloud_sync.reject import REASONS
 from tools.broker import Mosquitto
 
@@ -27,8 +28,8 @@ def test_topic_parts_and_backoff() -> None:
     for bad in ("cim/v1/PS_01/batch", "cim/v1/ab/batch", "cim/v2/ps-0001/batch",
                 "cim/v1/ps-0001/ack", "cim/v1/ps-0001/batch/x", "cim/v1/" + "a" * 65 + "/batch"):
         assert topic_parts(bad) is None, bad
-    assert all(0 <= backoff(n) <= 1.5 ** min(10, n) for n in range(1, 30))
-    assert all(backoff(n, cap=2.0) <= 2.0 for n in range(1, 30))
+    assert all(0 <= backoff_delay(n) <= 1.5 ** min(10, n) for n in range(1, 30))
+    assert all(backoff_delay(n, cap=2.0) <= 2.0 for n in range(1, 30))
 
 
 async def test_batch_is_acked_only_after_commit(broker: Mosquitto, tmp_path: Path,
