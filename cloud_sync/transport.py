@@ -37,6 +37,38 @@ def parse_broker(url: str) -> tuple[str, int, bool]:
     return u.hostname, u.port or (8883 if tls else 1883), tls
 
 
+def read_password(path: Path | None) -> str | None:
+    """The MQTT password from its file (config files name the file, never the secret)."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise SyncError(f"cannot read the MQTT password file {path}: "
+                        f"{e.strerror or e}") from None
+
+
+def make_tls_context(tls: bool, ca_file: Path | None, cert_file: Path | None,  # noqa: FBT001
+                     key_file: Path | None) -> ssl.SSLContext | None:
+    """The TLS context for mqtts:// or a CA file, with a client certificate for mutual TLS.
+
+    None for a plain connection. A missing or unreadable file is one SyncError sentence.
+    """
+    if not (tls or ca_file):
+        if cert_file or key_file:
+            raise SyncError("a client certificate needs TLS: use an mqtts:// broker URL")
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if cert_file:
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    except (OSError, ssl.SSLError) as e:
+        files = ", ".join(str(f) for f in (ca_file, cert_file, key_file) if f)
+        raise SyncError(f"cannot load the TLS files ({files}): "
+                        f"{getattr(e, 'strerror', None) or e}") from None
+    return context
+
+
 class Transport:
     """Keeps one MQTT 5 session to the broker; publish() works while ``up`` is set.
 
@@ -60,12 +92,8 @@ class Transport:
         self.connects = 0
         self.last_error = ""
         self._client: aiomqtt.Client | None = None
-        password = password_file.read_text().strip() if password_file else None
-        tls_context = None
-        if tls or ca_file:
-            tls_context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-            if cert_file:
-                tls_context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+        password = read_password(password_file)
+        tls_context = make_tls_context(tls, ca_file, cert_file, key_file)
         # Batches, PUBACKs and acks are small packets: Nagle's algorithm would hold each one
         # back until the broker's delayed ACK (about 40 ms on Linux), as the receiver found.
         self._kwargs = dict(username=username or None, password=password,

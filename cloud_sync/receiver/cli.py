@@ -115,6 +115,16 @@ def _add_run(rsub: Subparsers) -> None:
                     help="most messages per transaction (default 128)")
     rr.add_argument("--metrics-every", type=float, metavar="SECONDS",
                     help="print the counters as one JSON line this often (default: never)")
+    tls = rr.add_argument_group("broker TLS and credentials (mqtts:// turns TLS on)")
+    tls.add_argument("--ca-file", type=Path, metavar="FILE",
+                     help="CA certificate(s) the broker's certificate must chain to")
+    tls.add_argument("--cert-file", type=Path, metavar="FILE",
+                     help="the receiver's client certificate, for mutual TLS")
+    tls.add_argument("--key-file", type=Path, metavar="FILE",
+                     help="its private key (keep it 0600)")
+    tls.add_argument("--username", default="", help="MQTT user name, where the broker wants one")
+    tls.add_argument("--password-file", type=Path, metavar="FILE",
+                     help="a file holding the MQTT password (never on the command line)")
     rr.set_defaults(handler=run)
 
 
@@ -176,9 +186,13 @@ def _registry_target(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from cloud_sync.receiver.registry import open_registry
     from cloud_sync.receiver.service import Receiver
-    from cloud_sync.transport import parse_broker
+    from cloud_sync.transport import make_tls_context, parse_broker, read_password
     from edge.daemon import run_until_signalled
 
+    # Broker settings first: a wrong file path is one sentence before anything is opened.
+    host, port, tls = parse_broker(args.broker)
+    tls_context = make_tls_context(tls, args.ca_file, args.cert_file, args.key_file)
+    password = read_password(args.password_file)
     path = _registry_target(args)
     if args.enroll:
         writer = open_registry(path)
@@ -188,11 +202,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             writer.close()
     registry = open_registry(path, readonly=True)
-    host, port, _ = parse_broker(args.broker)
     options: dict[str, Any] = {k: v for k, v in (("inflight", args.inflight),
                                                  ("max_group", args.max_group)) if v}
     receiver = Receiver(host, port, args.db, registry, group=args.group,
-                        client_id=args.client_id, **options)
+                        client_id=args.client_id, tls_context=tls_context,
+                        username=args.username, password=password, **options)
     receiver.on_ready = lambda: _announce(receiver, args.db)
     try:
         run_until_signalled(_with_metrics(receiver, args.metrics_every))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -92,7 +93,9 @@ class Receiver:
                  session_expiry: int | None = None, timeout: float = 10.0,
                  max_backoff: float = 30.0, inflight: int = INFLIGHT,
                  max_group: int = MAX_GROUP, clock: Callable[[], float] = time.time,
-                 mqtt_version: str = "5", max_queued_bytes: int = MAX_QUEUED_BYTES) -> None:
+                 mqtt_version: str = "5", max_queued_bytes: int = MAX_QUEUED_BYTES,
+                 tls_context: ssl.SSLContext | None = None, username: str | None = None,
+                 password: str | None = None) -> None:
         if (not is_postgres_url(db_path) and registry.path is not None
                 and Path(db_path).resolve() == registry.path.resolve()):
             msg = "the registry and the store must be different files (one writer per file)"
@@ -109,6 +112,10 @@ class Receiver:
         self.session_expiry, self.max_backoff = session_expiry, max_backoff
         self.inflight, self.max_group, self.clock = inflight, max_group, clock
         self.max_queued_bytes = max_queued_bytes
+        # Mutual TLS: the broker maps the certificate's CN to the backend user of its ACL
+        # (`cimedge ca mosquitto --backend-user`); username/password for brokers without it.
+        self._auth = {"tls_context": tls_context, "username": username or None,
+                      "password": password}
         self._queued_bytes = 0
         self._drained = asyncio.Event()  # set whenever a commit frees queued bytes
         self.ready = asyncio.Event()  # set while connected and subscribed
@@ -172,7 +179,7 @@ class Receiver:
             timeout=self.timeout, max_inflight_messages=self.inflight,
             # Acks and PUBACKs are small packets: Nagle's algorithm would hold each one
             # back until the broker's delayed ACK, about 40 ms on Linux.
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)], **self._auth)
         # PUBACK only once a message is committed: the broker's in-flight window
         # (ReceiveMaximum) then bounds what queues here, and a resumable session hands a
         # receiver that died mid-commit the message again (otherwise the gateway resends

@@ -18,6 +18,7 @@ from provisioning import ca
 from tools.broker import Mosquitto, free_port, mosquitto_binary
 
 DEV = "ps-0042"
+BACKEND_CN = "cim-ingest"  # the receiver's certificate CN, the ACL's backend user
 
 
 @dataclass
@@ -50,7 +51,8 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory, ca_dir: Path) -> Iterat
         pytest.skip("mosquitto is not installed (.ci/run installs it with apt-get)")
     work = tmp_path_factory.mktemp("mosquitto")
     port = free_port()
-    conf = ca.mosquitto_conf(ca_dir, work / "tls", port=port, anonymous_backend=True)
+    conf = ca.mosquitto_conf(ca_dir, work / "tls", port=port, anonymous_backend=True,
+                             backend_user=BACKEND_CN)
     m = Mosquitto(workdir=work, extra_conf=conf)
     m.start()
     try:

@@ -161,12 +161,13 @@ class Cli:
 class Backend:
     """The reference receiver and its registry, on the broker's plain loopback listener."""
 
-    def __init__(self, work: Path, broker_url: str, *enrollments: Path) -> None:
+    def __init__(self, work: Path, broker_url: str, *enrollments: Path,
+                 options: tuple[str | Path, ...] = ()) -> None:
         self.db, self.registry = work / "receiver.sqlite", work / "registry.sqlite"
         for e in enrollments:
             self.enroll(e)
         self.proc = Cli(work / "receiver.log", "receiver", "run", "--broker", broker_url,
-                        "--db", self.db, "--registry", self.registry)
+                        "--db", self.db, "--registry", self.registry, *options)
         wait_for(lambda: " ready: " in self.proc.output() or self.proc.proc.poll() is not None,
                  what="the receiver to subscribe")
         assert self.proc.proc.poll() is None, self.proc.output()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ssl
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import DEV
+from conftest import BACKEND_CN, DEV
 from provkit import Backend, Cli, cimedge, status, wait_for
 
 from provisioning import ca, certs
@@ -99,3 +100,37 @@ def test_a_client_without_a_certificate_is_refused(tls_broker):
               timeout=3)
     assert e.value.kind == "tls_refused"  # an alert or a closed socket, as timing has it
     assert str(e.value).startswith("the broker refused this gateway's certificate (")
+
+
+def certificate(tls_broker, tmp_path, cn: str) -> tuple[Path, Path]:  # noqa: ANN001
+    """A client key (0600) and certificate with this CN, signed by the broker's CA."""
+    key = certs.new_key()
+    certs.write_private(tmp_path / f"{cn}.key", certs.key_pem(key))
+    (tmp_path / f"{cn}.csr").write_bytes(certs.csr_for(key, cn, "backend"))
+    ca.sign_csr(tls_broker.ca_dir, tmp_path / f"{cn}.csr", tmp_path / f"{cn}.crt")
+    return tmp_path / f"{cn}.crt", tmp_path / f"{cn}.key"
+
+
+def test_the_receiver_ingests_through_mutual_tls(gw, tmp_path, tls_broker) -> None:  # noqa: ANN001
+    # Gateway and receiver both on the TLS listener; the receiver's certificate CN is the
+    # ACL's backend user, allowed every device's topics.
+    crt, key = certificate(tls_broker, tmp_path, BACKEND_CN)
+    backend = Backend(tmp_path, tls_broker.tls_url, gw / "enrollment.json", options=(
+        "--ca-file", tls_broker.ca_dir / "ca.pem", "--cert-file", crt, "--key-file", key))
+    gateway = Cli(tmp_path / "gateway.log", "run", "--config", gw / "site.toml")
+    try:
+        wait_for(lambda: backend.stats(DEV).get("last_seq", 0) >= 2, timeout=30,
+                 what="batches stored by a receiver on the TLS listener")
+        assert backend.stats(DEV)["rejects"] == {}
+    finally:
+        gateway.stop()
+        backend.proc.stop()
+
+
+def test_receiver_tls_files_are_checked_first(tmp_path, tls_broker) -> None:  # noqa: ANN001
+    out = cimedge("receiver", "run", "--broker", tls_broker.tls_url, "--db",
+                  tmp_path / "rx.sqlite", "--ca-file", tmp_path / "missing.pem")
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == (f"cimedge: cannot load the TLS files ({tmp_path / 'missing.pem'}): "
+                          "No such file or directory\n")
+    assert not (tmp_path / "registry.sqlite").exists()  # nothing opened before the check
