@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import msgspec
@@ -67,6 +67,29 @@ def decode(registers: Sequence[int], layout: Layout) -> Raw:
     if layout.scale == 1.0 and layout.offset == 0.0:
         return raw
     return raw * layout.scale + layout.offset
+
+
+def registers_bytes(registers: Sequence[int]) -> bytes:
+    """A response's registers as the bytes they travel in (big-endian), for ``unpacker``."""
+    try:
+        return struct.pack(f">{len(registers)}H", *registers)
+    except struct.error as exc:
+        msg = f"registers {list(registers)} are not all 16-bit unsigned"
+        raise ValueError(msg) from exc
+
+
+def unpacker(layout: Layout) -> Callable[[bytes, int], Raw] | None:
+    """``decode`` for a number in big-endian words and bytes (the Modbus default), read in
+    place: ``f(registers_bytes(regs), i)`` is ``decode(regs[i:i + width], layout)``, without
+    the per-value copies. None for every other layout: those take ``decode``.
+    """
+    if layout.dtype not in NUMBERS or layout.word_order != "big" or layout.byte_order != "big":
+        return None
+    unpack = struct.Struct(">" + _FORMAT[layout.dtype]).unpack_from
+    scale, offset = layout.scale, layout.offset
+    if scale == 1.0 and offset == 0.0:
+        return lambda data, reg: unpack(data, 2 * reg)[0]  # type: ignore[no-any-return]
+    return lambda data, reg: unpack(data, 2 * reg)[0] * scale + offset  # type: ignore[no-any-return]
 
 
 def encode(value: Raw, layout: Layout) -> list[int]:

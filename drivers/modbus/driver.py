@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterator
 from typing import Protocol, Self
 
 from drivers.health import HealthBook
@@ -58,6 +57,7 @@ class Driver:
         self.config = config
         self.requests: tuple[Request, ...] = config.plan()
         self._layouts = {name: config.layout(name) for name in config.points}
+        self._unpackers = {name: codec.unpacker(lay) for name, lay in self._layouts.items()}
         self._names = {name: f"{device}.{name}" for name in config.points}
         self.link: Link = TcpLink(device, config) if config.transport == "tcp" else RtuLink(
             device, config
@@ -141,7 +141,7 @@ class Driver:
                         error = exc
                 else:
                     answered += 1
-                    readings.update(self._decode(req, values, time.time_ns()))
+                    self._decode(req, values, time.time_ns(), readings)
                     continue
             failed_at = time.time_ns()
             for name in req.points:
@@ -150,19 +150,23 @@ class Driver:
         return [readings[name] for name in self.config.points]
 
     def _decode(
-        self, req: Request, values: list[int] | list[bool], ts: int
-    ) -> Iterator[tuple[str, Reading]]:
+        self, req: Request, values: list[int] | list[bool], ts: int, out: dict[str, Reading]
+    ) -> None:
+        """Put the Reading of each point of ``req`` into ``out``."""
+        bits = req.table in BIT_TABLES
+        data = b"" if bits else codec.registers_bytes(values)  # type: ignore[arg-type]
         for name in req.points:
             point = self.config.points[name]
             at = point.address - req.address
-            if req.table in BIT_TABLES:
+            if bits:
                 value: codec.Raw = bool(values[at])
+            elif (unpack := self._unpackers[name]) is not None:
+                value = unpack(data, at)
             else:
                 value = codec.decode(
                     [int(v) for v in values[at : at + point.width]], self._layouts[name]
                 )
             finite = not isinstance(value, float) or math.isfinite(value)
-            yield (
-                name,
-                Reading(self._names[name], ts, value, Quality.GOOD if finite else Quality.RANGE),
+            out[name] = Reading(
+                self._names[name], ts, value, Quality.GOOD if finite else Quality.RANGE
             )

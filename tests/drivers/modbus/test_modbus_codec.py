@@ -5,11 +5,23 @@ from __future__ import annotations
 import math
 import struct
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.codec import INTEGERS, DType, Layout, Order, decode, encode, width
+from drivers.modbus.codec import (
+    INTEGERS,
+    NUMBERS,
+    DType,
+    Layout,
+    Order,
+    decode,
+    encode,
+    registers_bytes,
+    unpacker,
+    width,
+)
 
 B, L = "big", "little"
 
@@ -197,3 +209,28 @@ def test_float32_agrees_with_struct(value: float, word: str, byte: str) -> None:
     if byte == L:
         regs = [((r & 0xFF) << 8) | (r >> 8) for r in regs]
     assert regs == big
+
+
+@given(st.data())
+def test_unpacker_agrees_with_decode(data: st.DataObject) -> None:
+    layout = data.draw(layouts())
+    if data.draw(st.booleans()):
+        layout = msgspec.structs.replace(layout, scale=data.draw(st.sampled_from([0.1, -2.0])),
+                                         offset=data.draw(st.sampled_from([0.0, 40.5])))
+    unpack = unpacker(layout)
+    if layout.dtype not in NUMBERS or layout.word_order == L or layout.byte_order == L:
+        assert unpack is None
+        return
+    assert unpack is not None
+    n = width(layout.dtype)
+    regs = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=n, max_size=n + 6))
+    at = data.draw(st.integers(0, len(regs) - n))
+    got, want = unpack(registers_bytes(regs), at), decode(regs[at : at + n], layout)
+    assert type(got) is type(want)
+    assert got == want or (math.isnan(got) and math.isnan(want))
+
+
+def test_registers_bytes_refuses_what_is_not_a_register() -> None:
+    assert registers_bytes([0x1234, 0]) == b"\x12\x34\x00\x00"
+    with pytest.raises(ValueError, match="16-bit"):
+        registers_bytes([70000])
