@@ -295,6 +295,8 @@ class Actions:
     def observe(self, readings: Sequence[Reading]) -> None:
         """Check polled outputs against what was written."""
         by_point = self._by_point
+        if not by_point:
+            return
         for r in readings:
             for a in by_point.get(r.point, ()):
                 a.observe(r)

@@ -68,7 +68,9 @@ class Rbe:
         rules, last = self._rules, self._last
         for r in readings:
             rule = rules[r.point] if r.point in rules else self._rule(r.point)
-            if rule is None or self._changed(r, rule, last.get(r.point)):
+            if rule is None:  # kept, and never compared: no need to remember it
+                out.append(r)
+            elif self._changed(r, rule, last.get(r.point)):
                 last[r.point] = (r.value, r.quality, r.ts_ns)
                 out.append(r)
         self.kept += len(out)

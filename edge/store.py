@@ -375,8 +375,9 @@ class Store:
                                                                  live_start - 1)),
                                   self._set_meta(_LIVE_START, 0)))
             return self._lane_rows(lane, limit)
-        return [Reading(r[1], r[2], _typed(r[3], r[5]), Quality(r[4])) for r in rows], \
-            (rows[-1][0] if rows else 0)
+        quality = _QUALITY  # a dict lookup: Quality(n) costs more than the rest of a row
+        return [Reading(name, ts, _typed(v, vtype) if vtype == "b" else v, quality[q])
+                for _, name, ts, v, q, vtype in rows], (rows[-1][0] if rows else 0)
 
     def _build(self, topic: str, limit: int, make: Callable[[int, list[Any]], bytes],
                now_ns: int, lane: str) -> Batch | None:
@@ -525,6 +526,9 @@ class Store:
 def _insert_events(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     db.executemany("INSERT INTO events(ts_ns, point, kind, rule, value, msg) VALUES (?,?,?,?,?,?)",
                    [(e.ts_ns, e.point, e.kind, e.rule, e.value, e.msg) for e in events])
+
+
+_QUALITY = {int(q): q for q in Quality}
 
 
 def _typed(value: Any, vtype: str) -> Any:
