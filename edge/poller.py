@@ -1,9 +1,10 @@
-"""The poll scheduler: each device on its own monotonic timetable, one store commit per tick."""
+"""The poll scheduler: each device on a monotonic timetable, on its period's beat."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -35,14 +36,16 @@ async def poll_device(name: str, driver: object, period_s: float, store: Store,
     (edge/rbe.py). The control task makes the writes the rules call for (edge/control.py).
 
     The timetable is kept on the monotonic clock, so a wall-clock step neither bunches nor
-    skips polls; a late tick is not made up for (ticks are skipped, never queued). A tick
+    skips polls; after the first poll (at once) polls fall on the period's beat, so devices
+    of one period poll together and share a commit; a late tick is not made up for (ticks
+    are skipped, never queued). A tick
     the store cannot take (disk full, read-only) is counted and reported; polling and rules
     go on, and the next tick tries the store again.
     """
     loop = asyncio.get_running_loop()
     clock = clock or WallClock()
     stats = stats or PollStats()
-    next_at = loop.time()
+    next_at = None
     while True:
         readings = await driver.read()  # type: ignore[attr-defined]
         mono = time.monotonic_ns()
@@ -65,8 +68,12 @@ async def poll_device(name: str, driver: object, period_s: float, store: Store,
         for e in events:
             log.warning("%s %s: %s", e.kind, e.rule, e.msg)
         on_commit()
-        next_at += period_s
         now = loop.time()
-        if next_at < now:  # overran: start again from now instead of bursting to catch up
-            next_at = now
+        if next_at is None or next_at + period_s < now:
+            # First poll done (at once, at start), or overran: from the next beat on the
+            # period's grid, not in a burst to catch up. Devices of one period then poll on
+            # the same beat, so their ticks share a commit (edge/store.py: group commit).
+            next_at = math.ceil(now / period_s) * period_s
+        else:
+            next_at += period_s
         await asyncio.sleep(next_at - now)

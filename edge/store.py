@@ -7,6 +7,11 @@ readings were never committed and nothing (rules aside) had acted on them. With
 returned, and a reading the poller counted as committed could vanish, so FULL it is; the
 cost is measured in bench/store_bench.py and is far above any site's rate.
 
+Each poll tick commits whole, in one transaction, before append() returns. Ticks that
+arrive while the writer is busy (ten devices polled on the same beat) share one
+transaction and so one fsync: group commit, as databases do; a tick that cannot be written
+(a value SQLite cannot bind) makes the group retry tick by tick, so it fails alone.
+
 A batch row (seq, row range and the exact signed bytes) is committed before its first
 publish, so a resend after any crash is byte-identical, and ``next_seq`` moves in the same
 transaction. Seqs are also reserved in blocks in a side file (``seq.reserve``), so that
@@ -21,9 +26,11 @@ committed, not the caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -105,6 +112,23 @@ class Depth(msgspec.Struct, frozen=True):
     error: str
 
 
+class _Tick(msgspec.Struct):
+    """One append(): a poll tick's readings, events, alarm and control state."""
+
+    readings: Sequence[Reading]
+    events: Sequence[Event]
+    alarms: dict[str, tuple[bool, int]]
+    now_ns: int
+    state: Mapping[str, bytes | None] | None
+
+
+class _Group(msgspec.Struct):
+    """Ticks committed in one transaction; ``done`` resolves when it has committed."""
+
+    ticks: list[_Tick]
+    done: asyncio.Future[list[Exception | None]] | None = None
+
+
 class Store:
     """The gateway buffer; open with ``async with Store(path) as store``.
 
@@ -126,6 +150,11 @@ class Store:
         self._vtypes: dict[str, str] = {}
         self._seq_reserved = 0
         self._ticks_since_reserve = 0
+        self._txn_points: list[str] = []  # points whose cache rows this transaction wrote
+        # Group commit: appends that arrive while one is waiting for the worker join it, so
+        # one transaction (and one fsync) commits them all; each tick stays whole.
+        self._group_lock = threading.Lock()
+        self._open_group: _Group | None = None
 
     async def __aenter__(self) -> Store:
         await self._call(self._open)
@@ -234,6 +263,7 @@ class Store:
     def _txn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn in one IMMEDIATE transaction; a full or read-only disk becomes StoreError."""
         db = self._conn()
+        self._txn_points.clear()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -242,12 +272,23 @@ class Store:
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                self._forget_points(db)  # the rows the cache points at were rolled back
                 raise
         except sqlite3.OperationalError as e:
             self.error = f"buffer write failed: {e}"
             raise StoreError(f"{self.error} ({self.path})") from None
         self.error = ""
         return out
+
+    def _forget_points(self, db: sqlite3.Connection) -> None:
+        for name in self._txn_points:
+            self._point_ids.pop(name, None)
+            self._vtypes.pop(name, None)
+            with contextlib.suppress(sqlite3.Error):
+                for pid, vtype in db.execute("SELECT id, vtype FROM points WHERE name=?",
+                                             (name,)):
+                    self._point_ids[name], self._vtypes[name] = pid, vtype
+        self._txn_points.clear()
 
     # -- worker-thread side: the data path ----------------------------------------------
     def _point_id(self, db: sqlite3.Connection, name: str, value: object) -> int:
@@ -258,31 +299,58 @@ class Store:
                              (name, vtype)).lastrowid
             assert pid is not None
             self._point_ids[name], self._vtypes[name] = pid, vtype
+            self._txn_points.append(name)
         elif value is not None and self._vtypes[name] != vtype:
             db.execute("UPDATE points SET vtype=? WHERE id=?", (vtype, pid))
             self._vtypes[name] = vtype
+            self._txn_points.append(name)
         return pid
 
-    def _append(self, readings: Sequence[Reading], events: Sequence[Event],
-                alarms: dict[str, tuple[bool, int]], now_ns: int,
-                state: Mapping[str, bytes | None] | None = None) -> None:
+    def _append_group(self, group: _Group) -> list[Exception | None]:
+        """Commit the group's ticks in one transaction; per tick, None or why it failed."""
+        with self._group_lock:  # from here on, new appends open the next group
+            if self._open_group is group:
+                self._open_group = None
+            ticks = list(group.ticks)
+        try:
+            self._append(ticks)
+            return [None] * len(ticks)
+        except StoreError as e:
+            return [e] * len(ticks)  # the disk: every tick would fail alike
+        except Exception as e:  # noqa: BLE001  # a bad tick must not take the others down
+            if len(ticks) == 1:
+                return [e]
+            log.warning("a group of %d ticks failed to commit (%s); committing one by one",
+                        len(ticks), e)
+            return [self._append_alone(t) for t in ticks]
+
+    def _append_alone(self, tick: _Tick) -> Exception | None:
+        try:
+            self._append([tick])
+        except Exception as e:  # noqa: BLE001
+            return e
+        return None
+
+    def _append(self, ticks: Sequence[_Tick]) -> None:
         def write(db: sqlite3.Connection) -> None:
-            rows = [(self._point_id(db, r.point, r.value), r.ts_ns, r.value, int(r.quality))
-                    for r in readings]
-            db.executemany("INSERT INTO readings(point_id, ts_ns, value, quality) "
-                           "VALUES (?, ?, ?, ?)", rows)
-            db.execute("UPDATE meta SET value = value + ? WHERE key=?", (len(rows), _ROWS))
-            _insert_events(db, events)
-            db.executemany("INSERT OR REPLACE INTO alarms VALUES (?, ?, ?)",
-                           [(k, int(a), ts) for k, (a, ts) in alarms.items()])
-            if state:  # edge/control.py's rule, action and nonce state (None deletes)
-                db.executemany("INSERT OR REPLACE INTO control VALUES (?, ?)",
-                               [(k, v) for k, v in state.items() if v is not None])
-                db.executemany("DELETE FROM control WHERE key=?",
-                               [(k,) for k, v in state.items() if v is None])
-            if self.audit:
-                db.executemany("INSERT INTO audit(point, ts_ns, value) VALUES (?, ?, ?)",
-                               [(r.point, r.ts_ns, r.value) for r in readings])
+            for t in ticks:
+                rows = [(self._point_id(db, r.point, r.value), r.ts_ns, r.value,
+                         int(r.quality)) for r in t.readings]
+                db.executemany("INSERT INTO readings(point_id, ts_ns, value, quality) "
+                               "VALUES (?, ?, ?, ?)", rows)
+                db.execute("UPDATE meta SET value = value + ? WHERE key=?", (len(rows), _ROWS))
+                _insert_events(db, t.events)
+                db.executemany("INSERT OR REPLACE INTO alarms VALUES (?, ?, ?)",
+                               [(k, int(a), ts) for k, (a, ts) in t.alarms.items()])
+                if t.state:  # edge/control.py's rule, action and nonce state (None deletes)
+                    db.executemany("INSERT OR REPLACE INTO control VALUES (?, ?)",
+                                   [(k, v) for k, v in t.state.items() if v is not None])
+                    db.executemany("DELETE FROM control WHERE key=?",
+                                   [(k,) for k, v in t.state.items() if v is None])
+                if self.audit:
+                    db.executemany("INSERT INTO audit(point, ts_ns, value) VALUES (?, ?, ?)",
+                                   [(r.point, r.ts_ns, r.value) for r in t.readings])
+        now_ns = ticks[-1].now_ns
         try:
             self._txn(write)
         except StoreError:
@@ -476,7 +544,19 @@ class Store:
                      state: Mapping[str, bytes | None] | None = None) -> None:
         """Commit one poll tick (its readings, events, alarm and control state) in one
         transaction; ``state`` rows with value None are deleted."""
-        await self._call(self._append, readings, events, alarms or {}, time.time_ns(), state)
+        item = _Tick(readings, events, alarms or {}, time.time_ns(), state)
+        with self._group_lock:
+            group = self._open_group
+            if group is not None:
+                mine = len(group.ticks)
+                group.ticks.append(item)  # the worker has not taken this group yet
+            else:
+                mine, group = 0, _Group([item])
+                self._open_group = group
+                group.done = asyncio.ensure_future(self._call(self._append_group, group))
+        errors = await asyncio.shield(group.done)
+        if errors[mine] is not None:
+            raise errors[mine]
 
     async def build_batch(self, topic: str, limit: int, make: Callable[[int, list[Any]], bytes],
                           now_ns: int, lane: str = "oldest") -> Batch | None:
