@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -113,7 +115,7 @@ def _build(rows: list[Reading], order: Mapping[str, tuple[bool, str, str, str]],
            units: Mapping[str, str]) -> tuple[list[dict], int]:
     """The pack for ``rows`` in this order, and the bytes it spends on names, units, times."""
     names = [order[r.point][3] for r in rows]
-    bases = _base_names(names)
+    bases = _base_names(names, [order[r.point][1] for r in rows])
     pack: list[dict] = []
     bn = bu = None
     bt_ns = rows[0].ts_ns
@@ -164,39 +166,23 @@ def _build(rows: list[Reading], order: Mapping[str, tuple[bool, str, str, str]],
     return pack, cost
 
 
-def _base_names(names: list[str]) -> list[str]:
+def _base_names(names: list[str], folders: list[str]) -> list[str]:
     """Per record, its bn: per run of one folder, a common prefix or each name whole."""
     out: list[str] = []
-    i, n = 0, len(names)
-    while i < n:
-        folder = _folder(names[i])
-        j, common, changes, whole = i + 1, names[i], 1, len(names[i]) + 3
-        while j < n and names[j].startswith(folder):
-            common = _common_prefix(common, names[j])
-            if names[j] != names[j - 1]:
-                changes += 1
-                whole += len(names[j]) + 3
-            j += 1
+    i = 0
+    for _, group in itertools.groupby(folders):
+        j = i + sum(1 for _ in group)
+        run = names[i:j]
+        common = os.path.commonprefix([min(run), max(run)])  # the run's, from its extremes
         # bn + n on each record (n omitted where it would be "") vs bn at each change of name
-        prefixed = len(common) + 3 + sum(len(names[k]) - len(common) + 2
-                                         for k in range(i, j) if names[k] != common)
-        if changes == 1 or whole <= prefixed:
-            out.extend(names[i:j])
-        else:
-            out.extend([common] * (j - i))
+        same = sum(map(common.__eq__, run))
+        prefixed = len(common) + 3 + sum(map(len, run)) - (j - i) * (len(common) - 2) \
+            - 2 * same
+        changes = [b for a, b in zip(run, run[1:], strict=False) if a != b]
+        whole = len(run[0]) + 3 + sum(map(len, changes)) + 3 * len(changes)
+        out.extend(run if not changes or whole <= prefixed else [common] * (j - i))
         i = j
     return out
-
-
-def _common_prefix(a: str, b: str) -> str:
-    if b.startswith(a):
-        return a
-    k = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        k += 1
-    return a[:k]
 
 
 def _size(x: int | float) -> int:
