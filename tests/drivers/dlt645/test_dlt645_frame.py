@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from drivers.dlt645 import frame
@@ -40,7 +40,10 @@ def test_frames_match_the_dlt645_package(
     ours = frame.build(address, control, data, preamble)
     theirs = DLT645Protocol.build_frame(frame.address_bytes(address), control, data, preamble)
     assert ours == bytes(theirs)
-    rest, parsed = DLT645Protocol.deserialize_with_remaining(b"\x00\x68\x16" + ours)
+    # Their parser on our frame alone: given leading noise with a 0x68 in it, dlt645 3.2.0
+    # loses a frame whose address holds a 0x68 byte too (AA68000000AA) instead of
+    # resynchronising; that is their scanner, not the frame (ours resyncs: test_scan_*).
+    rest, parsed = DLT645Protocol.deserialize_with_remaining(ours)
     assert parsed is not None and rest == b""
     assert (parsed.ctrl_code, bytes(parsed.data), bytes(parsed.addr)) == (
         control, data, frame.address_bytes(address),
@@ -101,6 +104,7 @@ def test_read_value_raises_only_driver_errors(data: bytes, fmt: Format) -> None:
 
 
 @given(addresses, st.binary(max_size=20), st.integers(0, 4))
+@example("AA68000000AA", b"\x00\x68\x16", 0)  # where dlt645 3.2.0 loses the frame
 def test_answers_are_found_behind_noise(address: str, noise: bytes, preamble: int) -> None:
     meter = address.replace("AA", "11")
     payload = (0x02010100).to_bytes(4, "little") + frame.bcd_encode(229.8, Format(2, 1))
