@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +33,10 @@ from edge.store import Batch, Store
 log = logging.getLogger(__name__)
 
 BACKLOG_BATCHES = 4  # a backlog of this many full batches opens the lane for the newest data
+# Flushes fall on the flush interval's beat, this long after it: polls fall on their
+# period's beat too (edge/poller.py), so a 1 s site's batch leaves just after its polls
+# are committed, not at a random phase up to a whole interval later.
+FLUSH_LAG = 0.05
 
 
 class Uplink:
@@ -102,6 +107,11 @@ class Uplink:
             self.counters["sent"] += 1
         return batch
 
+    def _beat(self, t: float) -> float:
+        """The first flush time at or after ``t``: the interval's beat plus FLUSH_LAG."""
+        fi = self.flush_interval
+        return math.ceil((t - FLUSH_LAG) / fi) * fi + FLUSH_LAG
+
     async def _publish(self, transport: Transport, batch: Batch) -> None:
         await transport.publish(batch.topic, batch.payload)
         self.inflight[batch.seq] = asyncio.get_running_loop().time() + self.ack_timeout
@@ -110,7 +120,7 @@ class Uplink:
         """Fill the send window whenever the link is up; wait for acks, timers or new data."""
         self.transport = transport
         loop = asyncio.get_running_loop()
-        next_flush = loop.time()
+        next_flush = loop.time()  # at once (a first value soon after start), then on the beat
         while True:
             if not transport.up.is_set():
                 self.inflight.clear()  # whatever was in flight is sent again after reconnect
@@ -120,7 +130,7 @@ class Uplink:
                 del self.inflight[seq]  # ack overdue: pending() hands it out again
             flush = now >= next_flush
             if flush:
-                next_flush = now + self.flush_interval
+                next_flush = self._beat(now + self.flush_interval / 2)
                 if await self.store.has_unbatched(BACKLOG_BATCHES * self.batch_max):
                     # After an outage: the newest data gets a lane of its own and a slot
                     # every flush, so it is not starved behind the backlog.

@@ -230,11 +230,17 @@ async def test_status_of_a_running_gateway(site):
     async with asyncio.timeout(20):
         while not (site.tmp / "status.json").exists():
             await asyncio.sleep(0.1)
-    out = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "provisioning.cli", "status", "--state-dir",
-                         str(site.tmp), "--json"], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    async with asyncio.timeout(20):
+        while True:  # status.json is rewritten every second: wait for one after the first ack
+            out = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "provisioning.cli", "status",
+                                 "--state-dir", str(site.tmp), "--json"],
+                capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            report = json.loads(out.stdout)
+            if report["daemon"]["sync"]["acked"] >= 1:
+                break
+            await asyncio.sleep(0.2)
     assert report["running"] is True
     d = report["daemon"]
     assert d["sqlite_version"] and d["connected"] is True
