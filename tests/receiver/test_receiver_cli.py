@@ -147,7 +147,7 @@ def test_receiver_stats(capsys: pytest.CaptureFixture[str], receiver_db: Path,
 def test_receiver_export_csv(capsys: pytest.CaptureFixture[str], receiver_db: Path,
                              device: Device, tmp_path: Path) -> None:
     code, out, err = run(capsys, "receiver", "export", "--db", str(receiver_db), "--dev",
-                         device.dev, "--since", str(T0 + 2))
+                         device.dev, "--since", str(T0 + 1.5))  # between seq 1 and 2
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0] == "dev,seq,name,time,value,unit,quality"
