@@ -79,22 +79,17 @@ def encode_pack(dev: str, readings: Sequence[Reading], units: Mapping[str, str])
     - bu is set when the unit changes.
 
     Raises ValueError, before building anything, on a reading the receiver would refuse (bad
-    name, time, value or unit): the gateway must not sign what is never acked.
+    name, unit, time or value): the gateway must not sign what is never acked.
     """
     if not readings:
         return []
-    _check(dev, readings, units)
-    order: dict[str, tuple[bool, str, str, str]] = {}
-    for r in readings:
-        if r.point not in order:
-            name = f"{dev}:{r.point}"
-            unit = units.get(r.point) or ""  # "" is no unit, as a config without one has
-            order[r.point] = (unit != "", _folder(name), unit, name)
+    order = _points(dev, readings, units)
+    _check_values(readings)
     rows = sorted(readings, key=lambda r: (order[r.point][0], r.ts_ns, *order[r.point][1:]))
-    pack, cost = _build(rows, order, units)
+    pack, cost = _build(rows, order)
     if cost > _COSTLY * len(rows):
         by_point = sorted(readings, key=lambda r: (*_unit_name(order[r.point]), r.ts_ns))
-        other, other_cost = _build(by_point, order, units)
+        other, other_cost = _build(by_point, order)
         if other_cost < cost:
             pack = other
     return pack
@@ -111,8 +106,8 @@ def _folder(name: str) -> str:
     return name[:max(name.rfind(c) for c in _SEPARATORS) + 1]
 
 
-def _build(rows: list[Reading], order: Mapping[str, tuple[bool, str, str, str]],
-           units: Mapping[str, str]) -> tuple[list[dict], int]:
+def _build(rows: list[Reading],
+           order: Mapping[str, tuple[bool, str, str, str]]) -> tuple[list[dict], int]:
     """The pack for ``rows`` in this order, and the bytes it spends on names, units, times."""
     names = [order[r.point][3] for r in rows]
     bases = _base_names(names, [order[r.point][1] for r in rows])
@@ -156,7 +151,7 @@ def _build(rows: list[Reading], order: Mapping[str, tuple[bool, str, str, str]],
                 cost += len(base) + 3
             if k == i and new_bt:
                 rec[BT] = _seconds(ts_ns)
-            if (u := units.get(r.point) or None) != bu:
+            if (u := order[r.point][2] or None) != bu:
                 bu = rec[BU] = u
                 cost += len(u or "") + 2
             if r.quality != Quality.GOOD or value is None:
@@ -198,20 +193,31 @@ def _size(x: int | float) -> int:
     return 6 if struct.unpack("<f", struct.pack("<f", x))[0] == x else 10
 
 
-def _check(dev: str, readings: Sequence[Reading], units: Mapping[str, str]) -> None:
-    """Refuse, as ValueError, what decode_pack at the receiver would (tested to agree)."""
-    seen: set[str] = set()
+def _points(dev: str, readings: Sequence[Reading],
+            units: Mapping[str, str]) -> dict[str, tuple[bool, str, str, str]]:
+    """Per point: (has a unit, folder, unit or "", full name), name and unit checked once.
+
+    Refuses, as ValueError, a name or unit decode_pack at the receiver would (tested to agree).
+    """
+    order: dict[str, tuple[bool, str, str, str]] = {}
     for r in readings:
-        if r.point not in seen:
-            name = f"{dev}:{r.point}"
-            if len(name) > 200 or not _NAME.fullmatch(name):  # noqa: PLR2004
-                raise ValueError(f"unsendable reading: name {name!r} does not match "
-                                 f"{_NAME.pattern}")
-            if (u := units.get(r.point) or None) is not None and (type(u) is not str
-                                                                  or not _UNIT.fullmatch(u)):
-                raise ValueError(f"unsendable reading: {r.point} unit {u!r} is not a unit "
-                                 f"({_UNIT.pattern})")
-            seen.add(r.point)
+        if r.point in order:
+            continue
+        name = f"{dev}:{r.point}"
+        if len(name) > 200 or not _NAME.fullmatch(name):  # noqa: PLR2004
+            raise ValueError(f"unsendable reading: name {name!r} does not match "
+                             f"{_NAME.pattern}")
+        unit = units.get(r.point) or ""  # "" is no unit, as a config without one has
+        if unit and (type(unit) is not str or not _UNIT.fullmatch(unit)):
+            raise ValueError(f"unsendable reading: {r.point} unit {unit!r} is not a unit "
+                             f"({_UNIT.pattern})")
+        order[r.point] = (unit != "", _folder(name), unit, name)
+    return order
+
+
+def _check_values(readings: Sequence[Reading]) -> None:
+    """Refuse, as ValueError, a time or value decode_pack at the receiver would."""
+    for r in readings:
         if type(r.ts_ns) is not int or not _MIN_NS <= r.ts_ns < _MAX_NS:
             what = "relative" if type(r.ts_ns) is int and r.ts_ns < _MIN_NS else "past 2**34"
             raise ValueError(f"unsendable reading: {r.point} time {r.ts_ns} ns is not in "
