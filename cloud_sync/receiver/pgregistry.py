@@ -23,11 +23,11 @@ import psycopg
 
 from cloud_sync.receiver.pgstore import describe
 from cloud_sync.receiver.registry import (
-    _KID_HEX,
     Enrollment,
     EnrollmentError,
     KeyRecord,
     RegistryError,
+    kid_text,
     parse_enrollment,
     read_enrollment_file,
 )
@@ -244,12 +244,7 @@ class PgRegistry:
         return n
 
     def _kids_of(self, kid_or_dev: bytes | str) -> list[str]:
-        if isinstance(kid_or_dev, bytes):
-            kid = kid_or_dev.hex()
-        elif _KID_HEX.fullmatch(kid_or_dev):
-            kid = kid_or_dev.lower()
-        else:
-            kid = ""
+        kid = kid_text(kid_or_dev)
         if kid and self._conn.execute("SELECT 1 FROM keys WHERE kid = %s", (kid,)).fetchone():
             return [kid]
         if isinstance(kid_or_dev, bytes):

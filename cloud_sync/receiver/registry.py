@@ -22,6 +22,13 @@ from edge.errors import CimEdgeError
 
 DEVICE_ID = re.compile(r"[a-z0-9-]{3,64}")
 _KID_HEX = re.compile(r"[0-9a-fA-F]{16}")
+
+
+def kid_text(kid_or_dev: bytes | str) -> str:
+    """A kid (8 bytes, or 16 hex digits) as lower-case hex; "" for what can only be a device."""
+    if isinstance(kid_or_dev, bytes):
+        return kid_or_dev.hex()
+    return kid_or_dev.lower() if _KID_HEX.fullmatch(kid_or_dev) else ""
 _REQUIRED = ("v", "device_id", "site_type", "kid", "public_key", "created")
 _OPTIONAL = ("location", "not_after")
 
@@ -345,12 +352,7 @@ class Registry:
         return cur.rowcount
 
     def _kids_of(self, kid_or_dev: bytes | str) -> list[str]:
-        if isinstance(kid_or_dev, bytes):
-            kid = kid_or_dev.hex()
-        elif _KID_HEX.fullmatch(kid_or_dev):
-            kid = kid_or_dev.lower()
-        else:
-            kid = ""
+        kid = kid_text(kid_or_dev)
         if kid and self._db.execute("SELECT 1 FROM keys WHERE kid = ?", (kid,)).fetchone():
             return [kid]
         if isinstance(kid_or_dev, bytes):
