@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, Self
 
 from edge.model import DeviceHealth, Reading, Value
@@ -26,3 +27,12 @@ class Driver(Protocol):
     async def write(self, point: str, value: Value) -> None: ...
 
     def health(self) -> DeviceHealth: ...
+
+
+def scale_offset_rule(scale: float, offset: float) -> tuple[str, str] | None:
+    """Every driver's point rule for ``value * scale + offset``: (key, why) when unusable."""
+    if not math.isfinite(scale) or scale == 0:
+        return "scale", f"{scale} is not a finite, non-zero factor"
+    if not math.isfinite(offset):
+        return "offset", f"{offset} is not a finite number"
+    return None

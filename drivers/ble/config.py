@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
+from drivers.base import scale_offset_rule
 from drivers.ble.bthome import OBJECTS
 from edge.errors import ConfigError
 
@@ -60,11 +60,7 @@ class PointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
                 return "object", "applies to mode bthome only"
             if not self.characteristic or not UUID.match(self.characteristic):
                 return "characteristic", f"{self.characteristic!r} is no 16-bit or 128-bit UUID"
-        if not math.isfinite(self.scale) or self.scale == 0:
-            return "scale", f"{self.scale} is not a finite, non-zero factor"
-        if not math.isfinite(self.offset):
-            return "offset", f"{self.offset} is not a finite number"
-        return None
+        return scale_offset_rule(self.scale, self.offset)
 
 
 class DeviceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

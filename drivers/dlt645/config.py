@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Literal
 
 import msgspec
 
+from drivers.base import scale_offset_rule
 from drivers.dlt645.frame import ADDRESS, Format
 from drivers.dlt645.identifiers import CATALOGUE
 from edge.errors import ConfigError
@@ -56,11 +56,7 @@ class PointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
                 return "di", f"{self.di!r} is neither 8 hex digits nor one of: {names}"
             if self.length is None or self.decimals is None:
                 return "length", "a data identifier outside the catalogue needs length and decimals"
-        if not math.isfinite(self.scale) or self.scale == 0:
-            return "scale", f"{self.scale} is not a finite, non-zero factor"
-        if not math.isfinite(self.offset):
-            return "offset", f"{self.offset} is not a finite number"
-        return None
+        return scale_offset_rule(self.scale, self.offset)
 
 
 class DeviceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
 import msgspec
 
+from drivers.base import scale_offset_rule
 from drivers.modbus import codec
 from drivers.modbus.codec import DType, Layout, Order
 from drivers.modbus.plan import BIT_TABLES, Request, Table, coalesce
@@ -159,11 +159,8 @@ def _string_rule(p: PointConfig) -> tuple[str, str] | None:
 
 def _number_rule(p: PointConfig) -> tuple[str, str] | None:
     if p.dtype in codec.NUMBERS:
-        if not math.isfinite(p.scale) or p.scale == 0:
-            return "scale", f"{p.scale} is not a finite, non-zero factor"
-        if not math.isfinite(p.offset):
-            return "offset", f"{p.offset} is not a finite number"
-    elif p.scale != 1.0 or p.offset != 0.0:
+        return scale_offset_rule(p.scale, p.offset)
+    if p.scale != 1.0 or p.offset != 0.0:
         key = "scale" if p.scale != 1.0 else "offset"
         return key, f"{key} applies to numbers, not to dtype {p.dtype}"
     return None
