@@ -31,6 +31,7 @@ from typing import Protocol
 import msgspec
 import serial  # type: ignore[import-untyped]  # pyserial ships no types
 
+from drivers.health import Silence
 from edge.errors import BadFrame, ConfigError, DriverError, Timeout
 
 # USB-serial adapters hand bytes over in bursts (FTDI's latency timer defaults to 16 ms), so
@@ -320,6 +321,21 @@ async def ask(bus: SerialBus, request: bytes, find: Finder, timeout_s: float,
         raise DriverError(f"{where}: {exc}") from exc
     silence.heard()
     return answer
+
+
+def ready(bus: SerialBus | None, silence: Silence, where: str, *,
+          probe_now: bool = False) -> SerialBus:
+    """The device's open bus, or DriverError at once: not open, in backoff (unless
+    ``probe_now``) after unanswered tries, or the port cannot be opened."""
+    if bus is None:
+        raise DriverError(f"{where}: not open")
+    wait = silence.wait_left()
+    if wait > 0 and not probe_now:
+        raise DriverError(f"{where}: no answer to {silence.tries} tries; next probe in "
+                          f"{wait:.1f} s")
+    if not bus.open():
+        raise DriverError(f"{where}: {bus.error}")
+    return bus
 
 
 def acquire(line: Line, device: str) -> SerialBus:

@@ -132,17 +132,7 @@ class Driver:
         return readings
 
     async def _ready(self) -> None:
-        if self.bus is None:
-            msg = f"{self.where}: not open"
-            raise DriverError(msg)
-        wait = self.silence.wait_left()
-        if wait > 0:
-            tries = self.silence.tries
-            msg = f"{self.where}: no answer to {tries} tries; next probe in {wait:.1f} s"
-            raise DriverError(msg)
-        if not self.bus.open():
-            msg = f"{self.where}: {self.bus.error}"
-            raise DriverError(msg)
+        bus.ready(self.bus, self.silence, self.where)
         if self.address is None:
             timeout = self._timeout()
             try:

@@ -52,17 +52,7 @@ class RtuLink:
 
     async def ready(self, *, now: bool = False) -> None:
         """Fail at once while the unit is in backoff (unless ``now``) or the port is shut."""
-        if self.bus is None:
-            msg = f"{self.where}: not open"
-            raise DriverError(msg)
-        wait = self.silence.wait_left()
-        if wait > 0 and not now:
-            tries = self.silence.tries
-            msg = f"{self.where}: no answer to {tries} tries; next probe in {wait:.1f} s"
-            raise DriverError(msg)
-        if not self.bus.open():
-            msg = f"{self.where}: {self.bus.error}"
-            raise DriverError(msg)
+        bus.ready(self.bus, self.silence, self.where, probe_now=now)
 
     async def read(self, req: Request) -> list[int] | list[bool]:
         """The registers or bits ``req`` asks for; a probe while the unit is silent."""
