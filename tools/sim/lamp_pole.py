@@ -14,11 +14,9 @@ until the DL/T 645 driver lands.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from typing import ClassVar
 
-from tools.sim.modbus_server import run_until_signalled
+from tools.sim import plant
 from tools.sim.plant import Plant
 
 STANDBY_A, FULL_A, VOLTS, PF = 0.1, 0.9, 230.0, 0.95
@@ -69,12 +67,7 @@ async def serve(port: int = 0, speed: float = 1.0, *, seed: int | None = None) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.sim.lamp_pole",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    parser.add_argument("--speed", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    asyncio.run(run_until_signalled(lambda: serve(args.port, args.speed), None))
+    plant.main(LampPole, "tools.sim.lamp_pole", __doc__, argv)
 
 
 if __name__ == "__main__":

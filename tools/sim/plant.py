@@ -12,6 +12,7 @@ wall time times ``speed``; speed 0 freezes it, and a test may then call ``step()
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
@@ -22,7 +23,7 @@ from typing import Any, ClassVar, Self
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from tools.sim.modbus_server import listen, run_physics
+from tools.sim.modbus_server import listen, run_physics, run_until_signalled
 
 
 
@@ -147,3 +148,12 @@ class Plant:
 def approach(current: float, target: float, dt: float, tau: float) -> float:
     """First-order lag: ``current`` moved toward ``target`` with time constant ``tau`` s."""
     return target + (current - target) * math.exp(-dt / tau)
+
+
+def main(cls: type[Plant], module: str, doc: str, argv: list[str] | None = None) -> None:
+    """``python -m tools.sim.<module>``: serve one plant on --port until a signal."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--speed", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    asyncio.run(run_until_signalled(lambda: cls(speed=args.speed).start(args.port), None))

@@ -11,11 +11,9 @@ with it on (first-order, time constant 120 s); ``ambient`` sets the weather and
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from typing import ClassVar
 
-from tools.sim.modbus_server import run_until_signalled
+from tools.sim import plant
 from tools.sim.plant import Plant, approach
 
 HEAT_RISE, FAN_RISE, TAU_S = 18.0, 3.0, 120.0
@@ -56,12 +54,7 @@ async def serve(port: int = 0, speed: float = 1.0, *, seed: int | None = None) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.sim.roadside",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--speed", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    asyncio.run(run_until_signalled(lambda: serve(args.port, args.speed), None))
+    plant.main(Roadside, "tools.sim.roadside", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,9 @@ little as gas rises. Water seeps in at ``ingress`` m/s and the sump pump lifts 0
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from typing import ClassVar
 
-from tools.sim.modbus_server import run_until_signalled
+from tools.sim import plant
 from tools.sim.plant import Plant
 
 DRAUGHT, FAN = 0.002, 0.05  # share of the gas carried off per second
@@ -62,12 +60,7 @@ async def serve(port: int = 0, speed: float = 1.0, *, seed: int | None = None) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.sim.tunnel",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--speed", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    asyncio.run(run_until_signalled(lambda: serve(args.port, args.speed), None))
+    plant.main(Tunnel, "tools.sim.tunnel", __doc__, argv)
 
 
 if __name__ == "__main__":
