@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.model import Reading
-from edge.store import Store
-from provisioning.identity import ensure_identity
-from tools.broker import Mosquitto
+from cimedge.edge.model import Reading
+from cimedge.edge.store import Store
+from cimedge.provisioning.identity import ensure_identity
+from cimedge.tools.broker import Mosquitto
 
 DEV = "bench-drain-01"
 
@@ -75,13 +75,13 @@ def drain(n: int, batch: int, inflight: int) -> dict[str, float]:
         with Mosquitto(workdir=work / "mq") as broker:
             (work / "site.toml").write_text(SITE.format(dev=DEV, broker=broker.url, batch=batch,
                                                         inflight=inflight))
-            rx = subprocess.Popen([sys.executable, "-m", "provisioning.cli", "receiver", "run",
+            rx = subprocess.Popen([sys.executable, "-m", "cimedge.provisioning.cli", "receiver", "run",
                                    "--broker", broker.url, "--db", str(work / "rx.sqlite"),
                                    "--registry", str(work / "reg.sqlite"), "--enroll",
                                    str(enrollment)], env=env, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # let the receiver subscribe before the first batch
             t = time.perf_counter()
-            gw = subprocess.Popen([sys.executable, "-m", "provisioning.cli", "run", "--config",
+            gw = subprocess.Popen([sys.executable, "-m", "cimedge.provisioning.cli", "run", "--config",
                                    str(work / "site.toml")], env=env)
             try:
                 status = work / "status.json"

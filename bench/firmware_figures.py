@@ -34,8 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drivers.modbus.rtu import crc16  # noqa: E402
-from tools.sim.node import FIRMWARE, SimNode, fwimage, sim_board  # noqa: E402
+from cimedge.drivers.modbus.rtu import crc16  # noqa: E402
+from cimedge.tools.sim.node import FIRMWARE, SimNode, fwimage, sim_board  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 # An assumption, not a measurement: a 125-240 MHz ESP32 or RP2040 runs MicroPython bytecode this

@@ -21,8 +21,8 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.modbus import DeviceConfig, Driver  # noqa: E402
-from drivers.modbus.plan import BIT_TABLES, Request  # noqa: E402
+from cimedge.drivers.modbus import DeviceConfig, Driver  # noqa: E402
+from cimedge.drivers.modbus.plan import BIT_TABLES, Request  # noqa: E402
 
 BAUD, UNITS = 9600, 8
 CHAR_S = 10 / BAUD  # 8N1: start, 8 data, stop
@@ -103,7 +103,7 @@ async def measure(path: str, cycles: int, *, coalesce: bool) -> dict[str, float]
 
 async def main(cycles: int) -> None:
     sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tools.sim.rtu_bus", "--units", ",".join(map(str, range(1, 9))),
+        sys.executable, "-m", "cimedge.tools.sim.rtu_bus", "--units", ",".join(map(str, range(1, 9))),
         "--baudrate", str(BAUD), "--line-timing",
         stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip

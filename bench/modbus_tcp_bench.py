@@ -23,8 +23,8 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.modbus import DeviceConfig, Driver  # noqa: E402
-from drivers.modbus.plan import Request  # noqa: E402
+from cimedge.drivers.modbus import DeviceConfig, Driver  # noqa: E402
+from cimedge.drivers.modbus.plan import Request  # noqa: E402
 
 
 def points() -> dict[str, dict[str, object]]:
@@ -40,7 +40,7 @@ async def serve() -> None:
     """The server process: print the port, serve until stdin closes."""
     from pymodbus.simulator import DataType, SimData, SimDevice  # noqa: PLC0415
 
-    from tools.sim.modbus_server import listen  # noqa: PLC0415
+    from cimedge.tools.sim.modbus_server import listen  # noqa: PLC0415
 
     device = SimDevice(
         id=1,

@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
 
-from tools.broker import Mosquitto  # noqa: E402
-from tools.fleet import Fleet, Message, Publisher  # noqa: E402
+from cimedge.tools.broker import Mosquitto  # noqa: E402
+from cimedge.tools.fleet import Fleet, Message, Publisher  # noqa: E402
 
 TARGET = 50_000  # readings/s per receiver process into PostgreSQL (issue 4)
 TICK = os.sysconf("SC_CLK_TCK")
@@ -85,7 +85,7 @@ class Receivers:
 
     def __init__(self, n: int, broker: Mosquitto, dbs: list[str], registry: str,
                  logdir: Path, extra: list[str]) -> None:
-        self.cmds = [[sys.executable, "-m", "provisioning.cli", "receiver", "run",
+        self.cmds = [[sys.executable, "-m", "cimedge.provisioning.cli", "receiver", "run",
                       "--broker", broker.url, "--db", dbs[i % len(dbs)], "--registry",
                       registry, "--client-id", f"bench-rx-{i}", *extra] for i in range(n)]
         self.logdir = logdir
@@ -162,7 +162,7 @@ async def drain(broker: Mosquitto, rx: Receivers, messages: list[Message], row: 
         broker_cpu0 = cpu_seconds(broker.proc.pid)  # type: ignore[union-attr]
         await rx.start()
         rx_cpu0, pg_cpu0 = rx.cpu(), pg.backend_cpu() if pg else 0.0
-        from cloud_sync.ack import decode_ack
+        from cimedge.cloud_sync.ack import decode_ack
 
         async with asyncio.timeout(600):
             async for msg in listener.messages:

@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge import config, sites
-from edge.control import Controller
-from edge.model import Quality, Reading
-from edge.rbe import PointReport, Rbe, ReportConfig
-from edge.rules import AllOf, AnyOf, Rate, Rules, Stale, State, ThresholdHigh, ThresholdLow
+from cimedge.edge import config, sites
+from cimedge.edge.control import Controller
+from cimedge.edge.model import Quality, Reading
+from cimedge.edge.rbe import PointReport, Rbe, ReportConfig
+from cimedge.edge.rules import AllOf, AnyOf, Rate, Rules, Stale, State, ThresholdHigh, ThresholdLow
 
 S = 1_000_000_000
 T0 = 1_767_225_600 * S
@@ -100,12 +100,11 @@ def per_reading(n_ticks: int) -> None:
 
 
 async def latency(cycles: int, period: float) -> None:
-    from edge.poller import PollStats, poll_device
-    from edge.store import Store
-    from tools.sim import pump_pair
+    from cimedge.edge.poller import PollStats, poll_device
+    from cimedge.edge.store import Store
+    from cimedge.tools.sim import pump_pair
 
-    import drivers
-
+    from cimedge import drivers
     pp = await pump_pair.serve(speed=0)
     assert pp.station is not None
     text = sites.render("pump_station", {

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.model import Quality, Reading
-from edge.store import Store
+from cimedge.edge.model import Quality, Reading
+from cimedge.edge.store import Store
 
 
 def _cpu() -> float:

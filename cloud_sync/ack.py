@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from cloud_sync.cbor_limits import dumps_det, loads_untrusted
-from cloud_sync.reject import Reject
+from cimedge.cloud_sync.cbor_limits import dumps_det, loads_untrusted
+from cimedge.cloud_sync.reject import Reject
 
 _MAX_SIZE = 1024
 _MAX_ERR = 512

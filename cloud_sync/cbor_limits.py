@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import cbor2
 
-from cloud_sync.reject import Reject
+from cimedge.cloud_sync.reject import Reject
 
 _TAG18 = 0xD2  # tag 18 (COSE_Sign1) in its one-byte preferred form
 

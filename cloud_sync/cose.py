@@ -10,8 +10,8 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from cloud_sync.cbor_limits import dumps_det, loads_untrusted
-from cloud_sync.reject import Reject
+from cimedge.cloud_sync.cbor_limits import dumps_det, loads_untrusted
+from cimedge.cloud_sync.reject import Reject
 
 _ALG, _KID = 1, 4  # header labels (RFC 9052 §3.1)
 _EDDSA = -8

@@ -13,9 +13,9 @@ from typing import NoReturn
 import cbor2
 import msgspec
 
-from cloud_sync.cbor_limits import loads_untrusted
-from cloud_sync.reject import Reject
-from edge.model import Event, Quality, Reading
+from cimedge.cloud_sync.cbor_limits import loads_untrusted
+from cimedge.cloud_sync.reject import Reject
+from cimedge.edge.model import Event, Quality, Reading
 
 # RFC 8428 §6 integer labels; "q" (quality) is our extension label and stays text.
 BN, BT, BU, N, U, V, VS, VB, T = -2, -3, -4, 0, 1, 2, 3, 4, 6

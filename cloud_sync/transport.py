@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 import cbor2
 
-from edge.errors import SyncError
+from cimedge.edge.errors import SyncError
 
 log = logging.getLogger(__name__)
 

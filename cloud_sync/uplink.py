@@ -23,12 +23,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_sync import cose, senml
-from cloud_sync.ack import decode_ack
-from cloud_sync.reject import Reject
-from cloud_sync.transport import Transport
-from edge.errors import SyncError
-from edge.store import Batch, Store
+from cimedge.cloud_sync import cose, senml
+from cimedge.cloud_sync.ack import decode_ack
+from cimedge.cloud_sync.reject import Reject
+from cimedge.cloud_sync.transport import Transport
+from cimedge.edge.errors import SyncError
+from cimedge.edge.store import Batch, Store
 
 log = logging.getLogger(__name__)
 

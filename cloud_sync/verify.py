@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import msgspec
 
-from cloud_sync.cose import parse_sign1, verify1
-from cloud_sync.reject import Reject
-from cloud_sync.senml import Record, decode_payload
-from edge.model import Event
+from cimedge.cloud_sync.cose import parse_sign1, verify1
+from cimedge.cloud_sync.reject import Reject
+from cimedge.cloud_sync.senml import Record, decode_payload
+from cimedge.edge.model import Event
 
 
 class KeyInfo(msgspec.Struct, frozen=True):

@@ -18,9 +18,9 @@ import importlib
 from types import ModuleType
 
 DRIVERS: dict[str, str] = {
-    "modbus": "drivers.modbus",
-    "dlt645": "drivers.dlt645",
-    "ble": "drivers.ble",
+    "modbus": "cimedge.drivers.modbus",
+    "dlt645": "cimedge.drivers.dlt645",
+    "ble": "cimedge.drivers.ble",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Protocol, Self
 
-from edge.model import DeviceHealth, Reading, Value
+from cimedge.edge.model import DeviceHealth, Reading, Value
 
 
 class Driver(Protocol):

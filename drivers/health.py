@@ -7,8 +7,8 @@ import time
 
 import msgspec
 
-from edge.errors import BadFrame, DeviceException, DriverError, Timeout
-from edge.model import DeviceHealth
+from cimedge.edge.errors import BadFrame, DeviceException, DriverError, Timeout
+from cimedge.edge.model import DeviceHealth
 
 
 class HealthBook:

@@ -31,8 +31,8 @@ from typing import Protocol
 import msgspec
 import serial  # type: ignore[import-untyped]  # pyserial ships no types
 
-from drivers.health import Silence
-from edge.errors import BadFrame, ConfigError, DriverError, Timeout
+from cimedge.drivers.health import Silence
+from cimedge.edge.errors import BadFrame, ConfigError, DriverError, Timeout
 
 # USB-serial adapters hand bytes over in bursts (FTDI's latency timer defaults to 16 ms), so
 # a gap inside one answer can be far longer than 3.5 characters: end a bad frame on this.

@@ -32,9 +32,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from edge.errors import DriverError
-from edge.model import Event, Quality, Reading
-from edge.rules import Rules
+from cimedge.edge.errors import DriverError
+from cimedge.edge.model import Event, Quality, Reading
+from cimedge.edge.rules import Rules
 
 log = logging.getLogger(__name__)
 

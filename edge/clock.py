@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from edge.wallclock import FLOOR_NS, WallClock
+from cimedge.edge.wallclock import FLOOR_NS, WallClock
 
 Clock = Callable[[], int]  # wall-clock time, ns since the Unix epoch
 

@@ -35,10 +35,10 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cloud_sync import cose
-from cloud_sync.cbor_limits import loads_untrusted
-from cloud_sync.reject import Reject
-from edge.errors import ConfigError
+from cimedge.cloud_sync import cose
+from cimedge.cloud_sync.cbor_limits import loads_untrusted
+from cimedge.cloud_sync.reject import Reject
+from cimedge.edge.errors import ConfigError
 
 MAX_SIZE = 4096
 NONCE_PREFIX = "nonce:"
@@ -157,7 +157,7 @@ def make(key: object, dev: str, op: Op, target: str, *, exp: float, nonce: bytes
     """A signed command (the backend's side; tests and tools use it)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from cloud_sync.cbor_limits import dumps_det
+    from cimedge.cloud_sync.cbor_limits import dumps_det
 
     assert isinstance(key, Ed25519PrivateKey)
     body: dict[str, object] = {"v": 1, "dev": dev, "nonce": nonce, "exp": exp, "op": op,

@@ -10,14 +10,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-import drivers
-from edge import control_config
-from edge.actions import ActionConfig
-from edge.commands import CommandsConfig
-from edge.errors import ConfigError
-from edge.rbe import ReportConfig
-from edge.rules.kinds import Rule, ThresholdHigh, ThresholdLow  # noqa: F401 - re-exported
-from edge.sun import Location
+from cimedge import drivers
+from cimedge.edge import control_config
+from cimedge.edge.actions import ActionConfig
+from cimedge.edge.commands import CommandsConfig
+from cimedge.edge.errors import ConfigError
+from cimedge.edge.rbe import ReportConfig
+from cimedge.edge.rules.kinds import Rule, ThresholdHigh, ThresholdLow  # noqa: F401 - re-exported
+from cimedge.edge.sun import Location
 
 DeviceId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]{3,64}$")]
 Positive = Annotated[float, msgspec.Meta(gt=0)]

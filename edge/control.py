@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from edge.actions import Actions
-from edge.clock import Clock
-from edge.commands import Command, Commands, Refused, load_public_key
-from edge.errors import StoreError
-from edge.model import Event, Reading
-from edge.rbe import Rbe
-from edge.rules import Rules
+from cimedge.edge.actions import Actions
+from cimedge.edge.clock import Clock
+from cimedge.edge.commands import Command, Commands, Refused, load_public_key
+from cimedge.edge.errors import StoreError
+from cimedge.edge.model import Event, Reading
+from cimedge.edge.rbe import Rbe
+from cimedge.edge.rules import Rules
 
 if TYPE_CHECKING:
-    from edge.config import Site
+    from cimedge.edge.config import Site
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import msgspec
 
-from edge.actions import ActionConfig
-from edge.commands import CommandsConfig
-from edge.errors import ConfigError
-from edge.rbe import ReportConfig, points_of
-from edge.rules import kinds
-from edge.rules.schedule import Timetable
-from edge.sun import Location
+from cimedge.edge.actions import ActionConfig
+from cimedge.edge.commands import CommandsConfig
+from cimedge.edge.errors import ConfigError
+from cimedge.edge.rbe import ReportConfig, points_of
+from cimedge.edge.rules import kinds
+from cimedge.edge.rules.schedule import Timetable
+from cimedge.edge.sun import Location
 
 SECTIONS = {"site", "rules", "report", "actions", "commands"}
 WRITABLE_TABLES = {None, "coil", "holding"}  # drivers without tables write any point

@@ -16,17 +16,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import drivers
-from cloud_sync.transport import Transport
-from cloud_sync.uplink import Uplink
-from edge.clock import carried
-from edge.config import Site
-from edge.control import Controller
-from edge.model import Reading
-from edge.poller import PollStats, poll_device
-from edge.rules import Rules
-from edge.store import Depth, Store
-from edge.wallclock import WallClock
+from cimedge import drivers
+from cimedge.cloud_sync.transport import Transport
+from cimedge.cloud_sync.uplink import Uplink
+from cimedge.edge.clock import carried
+from cimedge.edge.config import Site
+from cimedge.edge.control import Controller
+from cimedge.edge.model import Reading
+from cimedge.edge.poller import PollStats, poll_device
+from cimedge.edge.rules import Rules
+from cimedge.edge.store import Depth, Store
+from cimedge.edge.wallclock import WallClock
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 
 import msgspec
-from edge.errors import StoreError
-from edge.model import Reading
-from edge.control import Controller
-from edge.store import Store
-from edge.wallclock import WallClock
+from cimedge.edge.errors import StoreError
+from cimedge.edge.model import Reading
+from cimedge.edge.control import Controller
+from cimedge.edge.store import Store
+from cimedge.edge.wallclock import WallClock
 
 log = logging.getLogger(__name__)
 

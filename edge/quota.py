@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 
-from edge.model import Event
+from cimedge.edge.model import Event
 
 LOW_WATER = 0.9
 MIN_CHUNK = 100

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import msgspec
 
-from edge.model import Reading
+from cimedge.edge.model import Reading
 
 NonNeg = Annotated[float, msgspec.Meta(ge=0)]
 

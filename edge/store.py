@@ -39,9 +39,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from edge import quota
-from edge.errors import StoreError
-from edge.model import Event, Quality, Reading
+from cimedge.edge import quota
+from cimedge.edge.errors import StoreError
+from cimedge.edge.model import Event, Quality, Reading
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

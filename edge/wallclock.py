@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from edge.model import Event, Reading
+from cimedge.edge.model import Event, Reading
 
 FLOOR_NS = 1_735_689_600 * 10**9  # 2025-01-01T00:00:00Z: no reading of ours is older
 POINT = "gateway.clock"

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 
 def cimedge(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "provisioning.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "cimedge.provisioning.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -46,7 +46,7 @@ class Daemon:
     def __init__(self, log: Path, *args: str | Path) -> None:
         self.log_path = log
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "provisioning.cli",
+            self.proc = subprocess.Popen([sys.executable, "-m", "cimedge.provisioning.cli",
                                           *map(str, args)], cwd=ROOT, stdout=out, stderr=out,
                                          stdin=subprocess.DEVNULL,
                                          env={**os.environ, "PYTHONPATH": str(ROOT)})

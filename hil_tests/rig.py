@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from edge.errors import ConfigError
+from cimedge.edge.errors import ConfigError
 
 Unit = Annotated[int, msgspec.Meta(ge=1, le=247)]
 NODE_POINTS = (  # DESIGN.md section 6: what the gateway polls on every node
@@ -128,7 +128,7 @@ class Rig:
 
     def site_template(self) -> str:
         """The site type's template, plus this rig's serial devices on their buses."""
-        from edge import sites
+        from cimedge.edge import sites
 
         return sites.text(self.spec.site.type) + "\n" + self.bus_devices()
 
@@ -197,7 +197,7 @@ class BenchRig(Rig):
         self.ca_dir = Path(spec.broker.ca_dir) if spec.broker.ca_dir else None
 
     def firmware_key(self) -> Any:  # noqa: ANN401
-        from tools.sim.node import fwimage
+        from cimedge.tools.sim.node import fwimage
 
         return fwimage().LmsKey.load(Path(self.spec.firmware.key))
 
@@ -209,7 +209,7 @@ class BenchRig(Rig):
         with tempfile.NamedTemporaryFile(suffix=".cimfw") as f:
             f.write(image)
             f.flush()
-            subprocess.run([sys.executable, "-m", "provisioning.cli", "node", "flash", "--port",
+            subprocess.run([sys.executable, "-m", "cimedge.provisioning.cli", "node", "flash", "--port",
                             n.usb, "--board", n.board, "--key", self.spec.firmware.pub,
                             "--image", f.name], check=True, timeout=600)
 

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 from hil_tests.rig import Rig, RigSpec
 from hil_tests.rs485 import Line
-from provisioning import ca
-from tools.broker import Mosquitto, free_port
+from cimedge.provisioning import ca
+from cimedge.tools.broker import Mosquitto, free_port
 
 T = TypeVar("T")
 
@@ -50,8 +50,8 @@ class SimRig(Rig):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def _start(self) -> None:
-        from tools.sim import site_sims
-        from tools.sim.node import SimNode, fwimage, sim_board
+        from cimedge.tools.sim import site_sims
+        from cimedge.tools.sim.node import SimNode, fwimage, sim_board
 
         self.ca_dir = self.work / "ca"
         ca.init(self.ca_dir)
@@ -77,7 +77,7 @@ class SimRig(Rig):
             self.call(self._attach(n.bus, name, node.port))
 
     async def _meter(self, name: str, unit: int) -> Any:  # noqa: ANN401
-        from tools.sim.rtu_bus import RtuBus, demo_unit
+        from cimedge.tools.sim.rtu_bus import RtuBus, demo_unit
 
         bus = await RtuBus({unit: demo_unit(unit)}).start()
         self.lines[self.spec.meters[name].bus].attach(name, bus.path)

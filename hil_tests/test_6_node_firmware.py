@@ -9,7 +9,7 @@ import pytest
 
 from hil_tests.gateway import Gateway, until
 from hil_tests.test_2_polling import latest
-from tools.sim.node import fwimage
+from cimedge.tools.sim.node import fwimage
 
 
 def image_at(version: tuple[int, int, int], key: object) -> bytes:

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge import quota
-from edge.errors import StoreError
-from provisioning import bufferdb
-from provisioning.clikit import Subparsers, add_where, buffer_path, command
-from provisioning.tail import iso
+from cimedge.edge import quota
+from cimedge.edge.errors import StoreError
+from cimedge.provisioning import bufferdb
+from cimedge.provisioning.clikit import Subparsers, add_where, buffer_path, command
+from cimedge.provisioning.tail import iso
 
 
 def inspect(db: Path, quota_bytes: int | None, max_batches: int = 20) -> dict[str, Any]:

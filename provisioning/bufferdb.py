@@ -12,8 +12,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from edge.errors import StoreError
-from edge.model import Quality
+from cimedge.edge.errors import StoreError
+from cimedge.edge.model import Quality
 
 RECENT = 200_000  # rows scanned back for a point's last value (readings has no point index)
 

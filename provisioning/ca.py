@@ -15,10 +15,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from provisioning import certs
-from provisioning.certs import CertError
-from provisioning.clikit import Subparsers, command
-from provisioning.identity import DEVICE_ID
+from cimedge.provisioning import certs
+from cimedge.provisioning.certs import CertError
+from cimedge.provisioning.clikit import Subparsers, command
+from cimedge.provisioning.identity import DEVICE_ID
 
 CA_KEY, CA_CERT = "ca.key", "ca.pem"
 

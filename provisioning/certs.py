@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edge.errors import CimEdgeError
+from cimedge.edge.errors import CimEdgeError
 
 PRIVATE = 0o600
 

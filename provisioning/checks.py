@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud_sync.cose import kid_for
-from edge import config as site_config
-from edge.errors import CimEdgeError, ConfigError
-from edge.wallclock import FLOOR_NS
-from provisioning import bufferdb, certs, identity
+from cimedge.cloud_sync.cose import kid_for
+from cimedge.edge import config as site_config
+from cimedge.edge.errors import CimEdgeError, ConfigError
+from cimedge.edge.wallclock import FLOOR_NS
+from cimedge.provisioning import bufferdb, certs, identity
 
 MIN_FREE = 32 << 20  # bytes free on the buffer's file system below which doctor fails
 FUTURE_SLACK_S = 300  # a state file dated this far ahead means the clock went back
@@ -78,7 +78,7 @@ def config(ctx: Context) -> list[Result]:
 
 
 def _running_daemon(state: Path) -> dict[str, Any] | None:
-    from provisioning import status
+    from cimedge.provisioning import status
 
     try:
         report = status.read(state)
@@ -288,8 +288,7 @@ async def _poll_all(ctx: Context) -> list[Result]:
 async def _poll(ctx: Context, name: str) -> Result:
     import msgspec
 
-    import drivers
-
+    from cimedge import drivers
     assert ctx.site is not None
     dev = ctx.site.devices[name]
     cfg = dev.config
@@ -330,8 +329,8 @@ def _device_fix(cfg: Any) -> str:  # noqa: ANN401 - any driver's config struct
 
 # -- uplink, clock, disk, buffer --------------------------------------------------------------
 def broker(ctx: Context) -> list[Result]:
-    from cloud_sync.transport import parse_broker
-    from provisioning.mqttprobe import ProbeError, probe
+    from cimedge.cloud_sync.transport import parse_broker
+    from cimedge.provisioning.mqttprobe import ProbeError, probe
 
     assert ctx.site is not None
     s, sync = ctx.site, ctx.site.sync
@@ -459,7 +458,7 @@ def disk(ctx: Context) -> list[Result]:
 
 
 def _used(db: Path) -> int:
-    from edge import quota
+    from cimedge.edge import quota
 
     if not db.exists():
         return 0

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from edge.errors import CimEdgeError
+from cimedge.edge.errors import CimEdgeError
 
 EPILOG = {
     "demo": "example: cimedge demo --duration 60 --state-dir /tmp/cimedge-demo",
@@ -49,11 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     r = cmd("run", "run the gateway daemon on a site config (stops cleanly on SIGTERM)")
     r.add_argument("--config", type=Path, required=True, metavar="FILE")
 
-    from cloud_sync.receiver import cli as receiver_cli
+    from cimedge.cloud_sync.receiver import cli as receiver_cli
     receiver_cli.add_parsers(sub)
-    from provisioning import commands as technician_cli
+    from cimedge.provisioning import commands as technician_cli
     technician_cli.add_parsers(sub)
-    from provisioning import node as node_cli
+    from cimedge.provisioning import node as node_cli
     node_cli.add_parsers(sub)
 
     k = cmd("keygen", "create a device key (0600) and its enrollment record")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from provisioning import demo
+        from cimedge.provisioning import demo
         return demo.main(args)
     if args.command == "run":
         return _run(args.config)
@@ -98,10 +98,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(config: Path) -> int:
-    from edge import config as site_config
-    from edge.daemon import Gateway, run_until_signalled
-    from provisioning import rotate
-    from provisioning.identity import load_key
+    from cimedge.edge import config as site_config
+    from cimedge.edge.daemon import Gateway, run_until_signalled
+    from cimedge.provisioning import rotate
+    from cimedge.provisioning.identity import load_key
 
     site = site_config.load(config)
     key = load_key(site.path(site.gateway.key_file))
@@ -111,7 +111,7 @@ def _run(config: Path) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from provisioning import identity
+    from cimedge.provisioning import identity
 
     identity.check_device_id(args.device_id)
     key = identity.write_key(args.state_dir / "device.key", force=args.force)
@@ -123,7 +123,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from provisioning import status
+    from cimedge.provisioning import status
 
     report = status.read(args.state_dir)
     print(json.dumps(report, indent=2) if args.json else status.render(report))

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from edge.errors import CimEdgeError
+from cimedge.edge.errors import CimEdgeError
 
 RAW = argparse.RawDescriptionHelpFormatter
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def state_dir(args: argparse.Namespace) -> Path:
 
 def buffer_path(args: argparse.Namespace) -> tuple[Path, object | None]:
     """The buffer file and the loaded site (None when there is no config to read)."""
-    from edge import config as site_config
+    from cimedge.edge import config as site_config
 
     cfg = config_path(args)
     if getattr(args, "config", None) or cfg.exists():

@@ -6,8 +6,8 @@ broker probe and the registry are imported inside the handlers that need them.
 
 from __future__ import annotations
 
-from provisioning import buffer, ca, doctor, points, provision, rotate, tail
-from provisioning.clikit import Subparsers
+from cimedge.provisioning import buffer, ca, doctor, points, provision, rotate, tail
+from cimedge.provisioning.clikit import Subparsers
 
 
 def add_parsers(sub: Subparsers) -> None:

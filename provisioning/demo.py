@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge import config as site_config
-from edge.daemon import Gateway, run_until_signalled
-from edge.errors import CimEdgeError
-from provisioning.identity import ensure_identity
+from cimedge.edge import config as site_config
+from cimedge.edge.daemon import Gateway, run_until_signalled
+from cimedge.edge.errors import CimEdgeError
+from cimedge.provisioning.identity import ensure_identity
 
 DEVICE_ID = "ps-demo-01"
 
@@ -48,7 +48,7 @@ msg = "wet-well level high"
 def site_toml(broker: str, sim_port: int, *, device_id: str = DEVICE_ID, poll: float = 1.0,
               flush: float = 1.0, ack_timeout: float = 5.0) -> str:
     """The demo's site config: the simulator's pump station and the wet-well rule."""
-    from tools.sim import pump_station
+    from cimedge.tools.sim import pump_station
 
     devices = pump_station.demo_toml("ps1", port=sim_port).replace(
         "poll_interval_s = 1.0", f"poll_interval_s = {poll}")
@@ -71,17 +71,17 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _demo(state: Path, args: argparse.Namespace) -> None:
-    from cloud_sync.receiver.registry import Registry
-    from cloud_sync.receiver.service import Receiver
-    from cloud_sync.transport import parse_broker
-    from tools.broker import InProcessBroker, Mosquitto, mosquitto_binary
-    from tools.sim import pump_station
+    from cimedge.cloud_sync.receiver.registry import Registry
+    from cimedge.cloud_sync.receiver.service import Receiver
+    from cimedge.cloud_sync.transport import parse_broker
+    from cimedge.tools.broker import InProcessBroker, Mosquitto, mosquitto_binary
+    from cimedge.tools.sim import pump_station
 
     site_type = getattr(args, "site", None)
     device_id, headline = DEVICE_ID, ["ps1.level"]
     if site_type:  # a site template on its simulator (tools/sim/site_sims.py)
-        from edge import sites
-        from tools.sim import site_sims
+        from cimedge.edge import sites
+        from cimedge.tools.sim import site_sims
 
         device_id = site_sims.DEVICE_IDS[site_type]
         sim = await site_sims.start(site_type, args.speed)

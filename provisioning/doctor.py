@@ -15,10 +15,10 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
-from edge.errors import CimEdgeError
-from provisioning import checks
-from provisioning.checks import Context, Result
-from provisioning.clikit import Progress, Subparsers, add_where, command, config_path, state_dir
+from cimedge.edge.errors import CimEdgeError
+from cimedge.provisioning import checks
+from cimedge.provisioning.checks import Context, Result
+from cimedge.provisioning.clikit import Progress, Subparsers, add_where, command, config_path, state_dir
 
 MARK = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_sync.cose import kid_for
-from edge.errors import CimEdgeError
+from cimedge.cloud_sync.cose import kid_for
+from cimedge.edge.errors import CimEdgeError
 
 DEVICE_ID = re.compile(r"[a-z0-9-]{3,64}")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from edge.errors import CimEdgeError
+from cimedge.edge.errors import CimEdgeError
 
 RAW = argparse.RawDescriptionHelpFormatter
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
@@ -75,7 +75,7 @@ class Bus:
         A resend covers a frame lost to noise on the line (or, on a simulated line, to a
         scheduling gap that split it): without it a scan misses a node that is there.
         """
-        from drivers.modbus import rtu
+        from cimedge.drivers.modbus import rtu
 
         for _ in range(self.retries + 1):
             self.port.reset_input_buffer()
@@ -92,7 +92,7 @@ class Bus:
 
     def read(self, unit: int, table: str, start: int, count: int) -> list[int]:
         """``count`` registers of ``table`` ("input" or "holding") from ``start``."""
-        from drivers.modbus import rtu
+        from cimedge.drivers.modbus import rtu
 
         req = rtu.read_request(unit, table, start, count)  # type: ignore[arg-type]
         answer = self.exchange(unit, req, rtu.READ_FC[table])  # type: ignore[index]
@@ -101,7 +101,7 @@ class Bus:
 
     def write(self, unit: int, start: int, words: Sequence[int]) -> None:
         """Function 16; raises DeviceException when the node refuses."""
-        from drivers.modbus import rtu
+        from cimedge.drivers.modbus import rtu
 
         req = rtu.write_registers(unit, start, list(words))
         answer = self.exchange(unit, req, rtu.WRITE_REGISTERS)
@@ -342,7 +342,7 @@ def _scan(args: argparse.Namespace) -> int:
     if not 1 <= args.first <= args.last <= 247:  # noqa: PLR2004  # Modbus's last unit address
         msg = f"--first {args.first} --last {args.last}: need 1 <= first <= last <= 247"
         raise NodeError(msg)
-    from edge.errors import DeviceException
+    from cimedge.edge.errors import DeviceException
 
     bus = Bus(args.port, args.baud, args.timeout, args.retries)
     found, bar = [], Progress(args.last - args.first + 1, f"scan {args.port}")
@@ -391,7 +391,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from edge.errors import DeviceException
+    from cimedge.edge.errors import DeviceException
 
     bus = Bus(args.port, args.baud, args.timeout, args.retries)
     try:

@@ -15,11 +15,11 @@ from typing import Any
 
 import msgspec
 
-from edge import config as site_config
-from edge.errors import StoreError
-from provisioning import bufferdb
-from provisioning.clikit import Subparsers, add_where, command, config_path
-from provisioning.tail import iso
+from cimedge.edge import config as site_config
+from cimedge.edge.errors import StoreError
+from cimedge.provisioning import bufferdb
+from cimedge.provisioning.clikit import Subparsers, add_where, command, config_path
+from cimedge.provisioning.tail import iso
 
 
 def configured(site: site_config.Site) -> list[dict[str, Any]]:

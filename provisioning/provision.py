@@ -15,10 +15,10 @@ from typing import Any
 
 from cryptography import x509
 
-from edge import config as site_config
-from edge.errors import CimEdgeError, ConfigError
-from provisioning import certs, identity, tomledit
-from provisioning.clikit import CONFIG_NAME, Subparsers, UsageError, command, default_state_dir
+from cimedge.edge import config as site_config
+from cimedge.edge.errors import CimEdgeError, ConfigError
+from cimedge.provisioning import certs, identity, tomledit
+from cimedge.provisioning.clikit import CONFIG_NAME, Subparsers, UsageError, command, default_state_dir
 
 FALLBACK_BROKER = "mqtts://localhost:8883"
 KEY, ENROLLMENT, TLS_KEY, TLS_CSR, TLS_CERT, CA_CERT = (
@@ -28,7 +28,7 @@ KEY, ENROLLMENT, TLS_KEY, TLS_CSR, TLS_CERT, CA_CERT = (
 def site_types() -> list[str]:
     """The site types with a template (edge/sites/; pump_station always, see template())."""
     try:
-        from edge import sites
+        from cimedge.edge import sites
     except ImportError:
         return ["pump_station"]
     return sorted({*sites.TYPES, "pump_station"})
@@ -49,7 +49,7 @@ def template(args: argparse.Namespace) -> tuple[str, str]:
         if sep and "." not in name:
             values[name] = raw
     try:
-        from edge import sites
+        from cimedge.edge import sites
     except ImportError:
         sites = None  # type: ignore[assignment]
     if args.template is not None:
@@ -66,7 +66,7 @@ def template(args: argparse.Namespace) -> tuple[str, str]:
         merged = {**sites.COMMON, **sites.DEFAULTS.get(args.site_type, {}), **values}
         return _fill(sites.text(args.site_type), merged, source), source
     if args.site_type == "pump_station":
-        from provisioning.demo import site_toml
+        from cimedge.provisioning.demo import site_toml
 
         return site_toml(args.broker or FALLBACK_BROKER, 5020, device_id=args.device_id), \
             "the demo's pump station"
@@ -142,7 +142,7 @@ def provision(args: argparse.Namespace) -> dict[str, Any]:
     csr = certs.csr_for(tls_key, args.device_id, args.site_type)
     cert = ca_pem = None
     if args.ca_dir:
-        from provisioning import ca
+        from cimedge.provisioning import ca
 
         ca_key, ca_cert = ca.load(args.ca_dir)
         req = x509.load_pem_x509_csr(csr)

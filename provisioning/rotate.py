@@ -34,10 +34,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_sync.cose import kid_for
-from edge.errors import CimEdgeError
-from provisioning import identity
-from provisioning.clikit import (
+from cimedge.cloud_sync.cose import kid_for
+from cimedge.edge.errors import CimEdgeError
+from cimedge.provisioning import identity
+from cimedge.provisioning.clikit import (
     Progress,
     Subparsers,
     UsageError,
@@ -127,7 +127,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 # -- technician side --------------------------------------------------------------------------
 class Paths:
     def __init__(self, args: argparse.Namespace) -> None:
-        from edge import config as site_config
+        from cimedge.edge import config as site_config
 
         cfg = config_path(args)
         if cfg.exists():
@@ -193,7 +193,7 @@ def confirm(p: Paths, registry: str | None, timeout: float) -> dict[str, Any]:
 
 
 def _check_registry(target: str, new: dict[str, Any]) -> None:
-    from cloud_sync.receiver.registry import open_registry
+    from cimedge.cloud_sync.receiver.registry import open_registry
 
     reg = open_registry(target, readonly=True)
     try:
@@ -213,7 +213,7 @@ def _daemon(state: Path) -> dict[str, Any] | None:
     Live means status.json was written in the last seconds by that same pid: a stale
     signing.json whose pid now belongs to another process must never get a SIGHUP.
     """
-    from provisioning import status
+    from cimedge.provisioning import status
 
     report: dict[str, Any] = status.read(state) if state.is_dir() else {"running": False}
     if not report.get("running"):
@@ -255,7 +255,7 @@ def _next_seq(state: Path) -> int:
     db = state / "buffer.sqlite"
     if not db.exists():
         return 1
-    from provisioning import bufferdb
+    from cimedge.provisioning import bufferdb
 
     con = bufferdb.connect(db)
     try:

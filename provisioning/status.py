@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge import quota
-from edge.daemon import STATUS_FILE
-from edge.errors import CimEdgeError
+from cimedge.edge import quota
+from cimedge.edge.daemon import STATUS_FILE
+from cimedge.edge.errors import CimEdgeError
 
 
 def read(state_dir: Path) -> dict[str, Any]:

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from provisioning import bufferdb
-from provisioning.clikit import Subparsers, UsageError, add_where, buffer_path, command
+from cimedge.provisioning import bufferdb
+from cimedge.provisioning.clikit import Subparsers, UsageError, add_where, buffer_path, command
 
 POLL_S = 0.25
 CLOCK_POINT = "gateway.clock"  # the wall-clock watch's events (edge/wallclock.py)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tools.broker import Mosquitto, mosquitto_binary
+from cimedge.tools.broker import Mosquitto, mosquitto_binary
 
 
 @pytest.fixture

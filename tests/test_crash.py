@@ -1,6 +1,6 @@
 """Crash safety by crashing: SIGKILL the gateway and the receiver under load (tools/crashtest.py).
 
-CI runs a few kills; `python -m tools.crashtest --kills 50` is the full run (see README).
+CI runs a few kills; `python -m cimedge.tools.crashtest --kills 50` is the full run (see README).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import io
 
 import pytest
 
-from tools import crashtest
-from tools.broker import mosquitto_binary
+from cimedge.tools import crashtest
+from cimedge.tools.broker import mosquitto_binary
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 

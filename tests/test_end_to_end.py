@@ -19,12 +19,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from cloud_sync.receiver.registry import Registry
-from cloud_sync.receiver.service import Receiver
-from provisioning.demo import DEVICE_ID, site_toml
-from provisioning.identity import ensure_identity
-from tools.broker import Mosquitto
-from tools.sim import pump_station
+from cimedge.cloud_sync.receiver.registry import Registry
+from cimedge.cloud_sync.receiver.service import Receiver
+from cimedge.provisioning.demo import DEVICE_ID, site_toml
+from cimedge.provisioning.identity import ensure_identity
+from cimedge.tools.broker import Mosquitto
+from cimedge.tools.sim import pump_station
 
 
 async def until(cond: Callable[[], object], timeout: float = 30.0) -> None:
@@ -57,7 +57,7 @@ class Site:
 
     def start_gateway(self, env: dict[str, str] | None = None) -> None:
         self.gateway = subprocess.Popen(
-            [sys.executable, "-m", "provisioning.cli", "run", "--config",
+            [sys.executable, "-m", "cimedge.provisioning.cli", "run", "--config",
              str(self.tmp / "site.toml")], stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             stderr=open(self.tmp / "gateway.log", "ab"))  # noqa: SIM115
@@ -174,7 +174,7 @@ def test_bad_config_is_one_clear_line(tmp_path):
     bad = tmp_path / "site.toml"
     bad.write_text(site_toml("mqtt://127.0.0.1:1", 5020).replace(
         'address = 20\n', 'address = 70000\n'))
-    out = subprocess.run([sys.executable, "-m", "provisioning.cli", "run", "--config", str(bad)],
+    out = subprocess.run([sys.executable, "-m", "cimedge.provisioning.cli", "run", "--config", str(bad)],
                          capture_output=True, text=True, timeout=30, check=False,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert out.returncode == 1
@@ -233,7 +233,7 @@ async def test_status_of_a_running_gateway(site):
     async with asyncio.timeout(20):
         while True:  # status.json is rewritten every second: wait for one after the first ack
             out = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "provisioning.cli", "status",
+                subprocess.run, [sys.executable, "-m", "cimedge.provisioning.cli", "status",
                                  "--state-dir", str(site.tmp), "--json"],
                 capture_output=True, text=True, timeout=30)
             assert out.returncode == 0, out.stderr
@@ -248,7 +248,7 @@ async def test_status_of_a_running_gateway(site):
     buf = report["buffer"]
     assert {"readings", "bytes", "used_bytes", "oldest_age_s", "evicted_readings"} <= set(buf)
     text = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "provisioning.cli", "status", "--state-dir",
+        subprocess.run, [sys.executable, "-m", "cimedge.provisioning.cli", "status", "--state-dir",
                          str(site.tmp)], capture_output=True, text=True, timeout=30)
     assert text.stdout.splitlines()[1] == "daemon      running"
     assert "last ack" in text.stdout and "evicted" in text.stdout

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.errors import CimEdgeError
+from cimedge.edge.errors import CimEdgeError
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """Crash test: SIGKILL the gateway (or the receiver) N times under load, then count the losses.
 
-    python -m tools.crashtest --kills 50                 # kill the gateway
-    python -m tools.crashtest --kills 50 --target receiver
+    python -m cimedge.tools.crashtest --kills 50                 # kill the gateway
+    python -m cimedge.tools.crashtest --kills 50 --target receiver
 
 It runs a private mosquitto, the pump-station simulator, `cimedge receiver run` and
 `cimedge run` as separate processes, all on loopback. The simulator's counter register
@@ -33,9 +33,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from provisioning.demo import DEVICE_ID, site_toml
-from provisioning.identity import ensure_identity
-from tools.broker import Mosquitto
+from cimedge.provisioning.demo import DEVICE_ID, site_toml
+from cimedge.provisioning.identity import ensure_identity
+from cimedge.tools.broker import Mosquitto
 
 COUNTER = f"{DEVICE_ID}:ps1.counter"
 
@@ -61,7 +61,7 @@ class Rig:
 
     def start(self) -> None:
         self.broker.start()
-        sim = self._spawn("sim", ["-m", "tools.sim.pump_station", "--port", "0", "--speed", "4",
+        sim = self._spawn("sim", ["-m", "cimedge.tools.sim.pump_station", "--port", "0", "--speed", "4",
                                   "--stats-file", str(self.work / "sim-stats.json")])
         line = sim.stdout.readline().decode() if sim.stdout else ""
         if not line.startswith("listening "):
@@ -74,11 +74,11 @@ class Rig:
         self.start_gateway()
 
     def start_gateway(self) -> None:
-        self._spawn("gateway", ["-m", "provisioning.cli", "run", "--config",
+        self._spawn("gateway", ["-m", "cimedge.provisioning.cli", "run", "--config",
                                 str(self.work / "site.toml")])
 
     def start_receiver(self) -> None:
-        self._spawn("receiver", ["-m", "provisioning.cli", "receiver", "run", "--broker",
+        self._spawn("receiver", ["-m", "cimedge.provisioning.cli", "receiver", "run", "--broker",
                                  self.broker.url, "--db", str(self.work / "receiver.sqlite"),
                                  "--registry", str(self.work / "registry.sqlite"),
                                  "--enroll", str(self.enrollment), "--client-id", "crash-rx"])
@@ -167,7 +167,7 @@ def run(kills: int, target: str, seed: int, work: Path, poll: float, gap: tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.crashtest", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cimedge.tools.crashtest", description=__doc__.split("\n")[0])
     p.add_argument("--kills", type=int, default=50)
     p.add_argument("--target", choices=("gateway", "receiver"), default="gateway")
     p.add_argument("--seed", type=int, default=1)

@@ -8,7 +8,7 @@ starts at `first_seq`. Batches are made with the gateway's own encoder and signe
 The Publisher sends them as gateways do: QoS 1, at most `window` unacked batches per device,
 each unacked batch resent byte for byte after `ack_timeout`, until every one is acked.
 
-    python -m tools.fleet --broker mqtt://127.0.0.1:1883 --registry registry.sqlite \\
+    python -m cimedge.tools.fleet --broker mqtt://127.0.0.1:1883 --registry registry.sqlite \\
         --gateways 1000 --readings 100 --batches 5 --rate 200
 """
 
@@ -35,11 +35,11 @@ from typing import Any
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_sync.ack import decode_ack
-from cloud_sync.cose import kid_for, sign1
-from cloud_sync.reject import Reject
-from cloud_sync.senml import batch_payload, encode_pack
-from edge.model import Quality, Reading
+from cimedge.cloud_sync.ack import decode_ack
+from cimedge.cloud_sync.cose import kid_for, sign1
+from cimedge.cloud_sync.reject import Reject
+from cimedge.cloud_sync.senml import batch_payload, encode_pack
+from cimedge.edge.model import Quality, Reading
 
 # (point, unit, kind, low, high): kind "f" float in [low, high] as a random walk, "b" bool
 SITES: dict[str, tuple[str, list[tuple[str, str, str, float, float]]]] = {
@@ -149,7 +149,7 @@ class Fleet:
 
     def enroll(self, registry: str | Path) -> None:
         """Add every gateway's enrollment record to a registry (file or postgresql:// URL)."""
-        from cloud_sync.receiver.registry import open_registry
+        from cimedge.cloud_sync.receiver.registry import open_registry
 
         reg = open_registry(registry)
         try:
@@ -324,7 +324,7 @@ class Publisher:
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools.fleet", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m cimedge.tools.fleet", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--broker", required=True, metavar="mqtt://HOST:PORT")
     p.add_argument("--gateways", type=int, default=1000)
@@ -345,7 +345,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cloud_sync.transport import parse_broker
+    from cimedge.cloud_sync.transport import parse_broker
 
     args = _args(argv)
     fleet = Fleet(args.gateways, seed=args.seed, first_seq=args.first_seq)

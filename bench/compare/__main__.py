@@ -28,7 +28,7 @@ from typing import Any
 from bench.compare import peer, report, scenarios
 from bench.compare.ours import Ours
 from bench.compare.site import Site
-from tools.broker import mosquitto_binary
+from cimedge.tools.broker import mosquitto_binary
 
 SCENARIOS = {"steady": scenarios.steady, "saturation": scenarios.saturation,
              "outage": scenarios.outage, "kill": scenarios.kill}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.compare.rig import Gateway, our_env
 from bench.compare.site import Site
-from provisioning.identity import ensure_identity
+from cimedge.provisioning.identity import ensure_identity
 
 DEV = "cmp-ours-01"
 
@@ -58,7 +58,7 @@ class Ours:
         config = self.work / "site.toml"
         config.write_text(site_toml(site, f"mqtt://127.0.0.1:{uplink_port}", sim_ports))
         env = our_env() | ({"CIMEDGE_STORE_AUDIT": "1"} if self.audit else {})
-        return Gateway([sys.executable, "-m", "provisioning.cli", "run", "--config", str(config)],
+        return Gateway([sys.executable, "-m", "cimedge.provisioning.cli", "run", "--config", str(config)],
                        self.work, env, self.work / "gateway.log")
 
     def committed(self) -> list[tuple[str, int]] | None:
@@ -76,7 +76,7 @@ class Ours:
     async def start_backend(self, broker_port: int) -> None:
         """The receiver: verify, store once, ack; with a client id, so it resumes its session."""
         self.receiver = Gateway(
-            [sys.executable, "-m", "provisioning.cli", "receiver", "run", "--broker",
+            [sys.executable, "-m", "cimedge.provisioning.cli", "receiver", "run", "--broker",
              f"mqtt://127.0.0.1:{broker_port}", "--db", str(self.work / "receiver.sqlite"),
              "--registry", str(self.work / "registry.sqlite"), "--enroll",
              str(self.enrollment), "--client-id", "cmp-rx"],

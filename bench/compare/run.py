@@ -19,7 +19,7 @@ from bench.compare import subscriber
 from bench.compare.rig import Gateway, Helper
 from bench.compare.site import Site
 from bench.compare.tally import Tally
-from tools.broker import Mosquitto
+from cimedge.tools.broker import Mosquitto
 
 
 class Side(Protocol):
@@ -53,7 +53,7 @@ class Run:
         await asyncio.to_thread(self.broker.start)
         stack.push_async_callback(asyncio.to_thread, self.broker.close)
         self.sim = await Helper.start(
-            ["-m", "tools.sim.counting_server", "--devices", str(self.site.devices),
+            ["-m", "cimedge.tools.sim.counting_server", "--devices", str(self.site.devices),
              "--points", str(self.site.points)], self.work / "sim.log")
         stack.push_async_callback(self.sim.close)
         self.relay = await Helper.start(

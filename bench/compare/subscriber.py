@@ -24,8 +24,8 @@ import aiomqtt
 
 from bench.compare.peer import SESSION_LIMITS
 from bench.compare.tally import Tally
-from cloud_sync.cose import parse_sign1
-from cloud_sync.senml import decode_payload
+from cimedge.cloud_sync.cose import parse_sign1
+from cimedge.cloud_sync.senml import decode_payload
 
 CLIENT_ID = "cmp-counter"
 

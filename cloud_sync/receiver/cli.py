@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.errors import CimEdgeError
+from cimedge.edge.errors import CimEdgeError
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -39,7 +39,7 @@ def _to_stdout(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 
 
 def _time(text: str) -> float:
-    from cloud_sync.receiver.views import parse_time
+    from cimedge.cloud_sync.receiver.views import parse_time
 
     try:
         return parse_time(text)
@@ -174,7 +174,7 @@ def _add_registry(sub: Subparsers) -> None:
 
 def _registry_target(args: argparse.Namespace) -> str:
     """--registry, else the --db database itself (PostgreSQL) or registry.sqlite beside it."""
-    from cloud_sync.receiver.store import is_postgres_url
+    from cimedge.cloud_sync.receiver.store import is_postgres_url
 
     if args.registry:
         return str(args.registry)
@@ -184,10 +184,10 @@ def _registry_target(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud_sync.receiver.registry import open_registry
-    from cloud_sync.receiver.service import Receiver
-    from cloud_sync.transport import make_tls_context, parse_broker, read_password
-    from edge.daemon import run_until_signalled
+    from cimedge.cloud_sync.receiver.registry import open_registry
+    from cimedge.cloud_sync.receiver.service import Receiver
+    from cimedge.cloud_sync.transport import make_tls_context, parse_broker, read_password
+    from cimedge.edge.daemon import run_until_signalled
 
     # Broker settings first: a wrong file path is one sentence before anything is opened.
     host, port, tls = parse_broker(args.broker)
@@ -221,11 +221,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _announce(receiver: Any, db: str) -> None:
     """Print that the receiver is subscribed (operators and tests wait for this line)."""
-    from cloud_sync.receiver.store import is_postgres_url
+    from cimedge.cloud_sync.receiver.store import is_postgres_url
 
     where = db
     if is_postgres_url(db):
-        from cloud_sync.receiver.pgstore import describe
+        from cimedge.cloud_sync.receiver.pgstore import describe
 
         where = describe(db)
     print(f"receiver {receiver.client_id} ready: $share/{receiver.group}/cim/v1/+/batch|event "
@@ -260,8 +260,8 @@ async def _with_metrics(receiver: Any, every: float | None) -> None:
 
 @_to_stdout
 def stats(args: argparse.Namespace) -> int:
-    from cloud_sync.receiver.store import open_store
-    from cloud_sync.receiver.views import stats_json, stats_lines
+    from cimedge.cloud_sync.receiver.store import open_store
+    from cimedge.cloud_sync.receiver.views import stats_json, stats_lines
 
     store = open_store(args.db, readonly=True)
     try:
@@ -281,8 +281,8 @@ def stats(args: argparse.Namespace) -> int:
 
 @_to_stdout
 def export(args: argparse.Namespace) -> int:
-    from cloud_sync.receiver.store import open_store
-    from cloud_sync.receiver.views import write_csv
+    from cimedge.cloud_sync.receiver.store import open_store
+    from cimedge.cloud_sync.receiver.views import write_csv
 
     store = open_store(args.db, readonly=True)
     try:
@@ -302,7 +302,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def registry_add(args: argparse.Namespace) -> int:
-    from cloud_sync.receiver.registry import open_registry, read_enrollment_file
+    from cimedge.cloud_sync.receiver.registry import open_registry, read_enrollment_file
 
     records = [(read_enrollment_file(path), str(path)) for path in args.enrollment]
     registry = open_registry(_registry_target(args))
@@ -317,8 +317,8 @@ def registry_add(args: argparse.Namespace) -> int:
 
 @_to_stdout
 def registry_list(args: argparse.Namespace) -> int:
-    from cloud_sync.receiver.registry import open_registry
-    from cloud_sync.receiver.views import key_json, key_lines
+    from cimedge.cloud_sync.receiver.registry import open_registry
+    from cimedge.cloud_sync.receiver.views import key_json, key_lines
 
     registry = open_registry(_registry_target(args), readonly=True)
     try:
@@ -335,7 +335,7 @@ def registry_list(args: argparse.Namespace) -> int:
 
 
 def registry_revoke(args: argparse.Namespace) -> int:
-    from cloud_sync.receiver.registry import open_registry
+    from cimedge.cloud_sync.receiver.registry import open_registry
 
     registry = open_registry(_registry_target(args))
     try:
@@ -348,7 +348,7 @@ def registry_revoke(args: argparse.Namespace) -> int:
 
 
 def registry_rotate(args: argparse.Namespace) -> int:
-    from cloud_sync.receiver.registry import open_registry, read_enrollment_file
+    from cimedge.cloud_sync.receiver.registry import open_registry, read_enrollment_file
 
     record = read_enrollment_file(args.enrollment)
     registry = open_registry(_registry_target(args))

@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg
 
-from cloud_sync.receiver.pgstore import describe
-from cloud_sync.receiver.registry import (
+from cimedge.cloud_sync.receiver.pgstore import describe
+from cimedge.cloud_sync.receiver.registry import (
     Enrollment,
     EnrollmentError,
     KeyRecord,
@@ -31,7 +31,7 @@ from cloud_sync.receiver.registry import (
     parse_enrollment,
     read_enrollment_file,
 )
-from cloud_sync.verify import KeyInfo
+from cimedge.cloud_sync.verify import KeyInfo
 
 CHANNEL = "cim_registry"
 _CACHE_MAX = 100_000  # kids, known or not: garbage with random kids must not grow it forever

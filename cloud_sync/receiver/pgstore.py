@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import errors
 
-from cloud_sync.receiver import schema
-from cloud_sync.receiver.store import (
+from cimedge.cloud_sync.receiver import schema
+from cimedge.cloud_sync.receiver.store import (
     DeviceStats,
     Outcome,
     Refusal,
@@ -31,8 +31,8 @@ from cloud_sync.receiver.store import (
     unstorable,
     value_columns,
 )
-from cloud_sync.verify import Verified
-from edge.errors import StoreError
+from cimedge.cloud_sync.verify import Verified
+from cimedge.edge.errors import StoreError
 
 _RETRIES = 5  # a deadlock or serialization failure is retried: it is nobody's fault
 _READING_TYPES = ["text", "int8", "text", "timestamptz", "float8", "text", "bool", "text",

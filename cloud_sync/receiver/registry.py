@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from cloud_sync.cose import kid_for
-from cloud_sync.verify import KeyInfo
-from edge.errors import CimEdgeError
+from cimedge.cloud_sync.cose import kid_for
+from cimedge.cloud_sync.verify import KeyInfo
+from cimedge.edge.errors import CimEdgeError
 
 DEVICE_ID = re.compile(r"[a-z0-9-]{3,64}")
 _KID_HEX = re.compile(r"[0-9a-fA-F]{16}")
@@ -372,10 +372,10 @@ class Registry:
 def open_registry(target: str | Path, *, readonly: bool = False) -> Any:
     """The registry a --registry value names: a postgresql:// URL (PgRegistry) or a file."""
     if str(target).startswith(("postgres://", "postgresql://")):
-        from cloud_sync.receiver.store import require_psycopg
+        from cimedge.cloud_sync.receiver.store import require_psycopg
 
         require_psycopg()
-        from cloud_sync.receiver.pgregistry import PgRegistry
+        from cimedge.cloud_sync.receiver.pgregistry import PgRegistry
 
         return PgRegistry(str(target), readonly=readonly)
     return Registry(target, readonly=readonly)

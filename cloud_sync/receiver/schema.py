@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edge.errors import StoreError
+from cimedge.edge.errors import StoreError
 
 if TYPE_CHECKING:
     import psycopg

@@ -19,14 +19,14 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.ack import encode_ack
-from cloud_sync.receiver.registry import DEVICE_ID, Keys
-from cloud_sync.receiver.store import Refusal, Result, Store, StoreThread, open_store
-from cloud_sync.receiver.store import is_postgres_url
-from cloud_sync.reject import Reject
-from cloud_sync.transport import backoff_delay
-from cloud_sync.verify import Verified, verify_message
-from edge.errors import StoreError
+from cimedge.cloud_sync.ack import encode_ack
+from cimedge.cloud_sync.receiver.registry import DEVICE_ID, Keys
+from cimedge.cloud_sync.receiver.store import Refusal, Result, Store, StoreThread, open_store
+from cimedge.cloud_sync.receiver.store import is_postgres_url
+from cimedge.cloud_sync.reject import Reject
+from cimedge.cloud_sync.transport import backoff_delay
+from cimedge.cloud_sync.verify import Verified, verify_message
+from cimedge.edge.errors import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
-from cloud_sync.receiver import schema
-from cloud_sync.reject import Reject
-from cloud_sync.verify import Verified
-from edge.errors import StoreError
+from cimedge.cloud_sync.receiver import schema
+from cimedge.cloud_sync.reject import Reject
+from cimedge.cloud_sync.verify import Verified
+from cimedge.edge.errors import StoreError
 
 T = TypeVar("T")
 Outcome = Literal["stored", "duplicate"]
@@ -314,7 +314,7 @@ def open_store(target: str | Path, *, readonly: bool = False) -> Store:
     """Open the store a --db value names: a postgresql:// URL, else a SQLite file path."""
     if is_postgres_url(target):
         require_psycopg()
-        from cloud_sync.receiver.pgstore import PostgresStore
+        from cimedge.cloud_sync.receiver.pgstore import PostgresStore
 
         return PostgresStore(str(target), readonly=readonly)
     return SqliteStore(target, readonly=readonly)

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from cloud_sync.receiver.registry import KeyRecord
-from cloud_sync.receiver.store import DeviceStats, StoredReading
+from cimedge.cloud_sync.receiver.registry import KeyRecord
+from cimedge.cloud_sync.receiver.store import DeviceStats, StoredReading
 
 CSV_COLUMNS = ("dev", "seq", "name", "time", "value", "unit", "quality")
 

@@ -16,7 +16,7 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from edge.errors import BadFrame
+from cimedge.edge.errors import BadFrame
 
 UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
 ENCRYPTED, TRIGGER, VERSION_SHIFT = 0x01, 0x04, 5

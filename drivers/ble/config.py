@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from drivers.base import scale_offset_rule
-from drivers.ble.bthome import OBJECTS
-from edge.errors import ConfigError
+from cimedge.drivers.base import scale_offset_rule
+from cimedge.drivers.ble.bthome import OBJECTS
+from cimedge.edge.errors import ConfigError
 
 PointName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Mac = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")]

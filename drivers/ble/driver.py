@@ -22,11 +22,11 @@ from typing import Any, Self
 from bleak import BleakClient
 from bleak.exc import BleakError
 
-from drivers.ble import bthome, scanner
-from drivers.ble.config import DeviceConfig, PointConfig, bind_key
-from drivers.health import HealthBook, Silence
-from edge.errors import BadFrame, ConfigError, DriverError, Timeout
-from edge.model import DeviceHealth, Quality, Reading, Value
+from cimedge.drivers.ble import bthome, scanner
+from cimedge.drivers.ble.config import DeviceConfig, PointConfig, bind_key
+from cimedge.drivers.health import HealthBook, Silence
+from cimedge.edge.errors import BadFrame, ConfigError, DriverError, Timeout
+from cimedge.edge.model import DeviceHealth, Quality, Reading, Value
 
 _FORMATS = {
     "int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i", "uint32": "I",

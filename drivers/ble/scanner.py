@@ -16,7 +16,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from drivers.ble.bthome import UUID
+from cimedge.drivers.ble.bthome import UUID
 
 # A subscriber gets the BTHome service data and the RSSI of each advertisement of its address.
 Subscriber = Callable[[bytes, int], None]

@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from drivers.base import scale_offset_rule
-from drivers.dlt645.frame import ADDRESS, Format
-from drivers.dlt645.identifiers import CATALOGUE
-from edge.errors import ConfigError
+from cimedge.drivers.base import scale_offset_rule
+from cimedge.drivers.dlt645.frame import ADDRESS, Format
+from cimedge.drivers.dlt645.identifiers import CATALOGUE
+from cimedge.edge.errors import ConfigError
 
 PointName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 HEX_DI = re.compile(r"^[0-9A-Fa-f]{8}$")

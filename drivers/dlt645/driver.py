@@ -12,13 +12,13 @@ import asyncio
 import time
 from typing import Self
 
-from drivers import serial_bus as bus
-from drivers.dlt645 import frame
-from drivers.dlt645.config import DeviceConfig
-from drivers.health import HealthBook, Silence
-from drivers.serial_bus import Finder, Line, SerialBus, ask
-from edge.errors import BadFrame, DeviceException, DriverError, Timeout
-from edge.model import DeviceHealth, Quality, Reading, Value
+from cimedge.drivers import serial_bus as bus
+from cimedge.drivers.dlt645 import frame
+from cimedge.drivers.dlt645.config import DeviceConfig
+from cimedge.drivers.health import HealthBook, Silence
+from cimedge.drivers.serial_bus import Finder, Line, SerialBus, ask
+from cimedge.edge.errors import BadFrame, DeviceException, DriverError, Timeout
+from cimedge.edge.model import DeviceHealth, Quality, Reading, Value
 
 
 async def discover(line: SerialBus, *, preamble: int = 4, timeout_s: float = 1.0) -> str:

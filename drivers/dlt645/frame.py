@@ -19,7 +19,7 @@ import re
 
 import msgspec
 
-from edge.errors import BadFrame, DeviceException
+from cimedge.edge.errors import BadFrame, DeviceException
 
 START, END, WAKE = 0x68, 0x16, 0xFE
 READ_DATA, READ_ADDRESS = 0x11, 0x13

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from drivers.dlt645.frame import Format
+from cimedge.drivers.dlt645.frame import Format
 
 
 class Quantity(msgspec.Struct, frozen=True):

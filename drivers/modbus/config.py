@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from drivers.base import scale_offset_rule
-from drivers.modbus import codec
-from drivers.modbus.codec import DType, Layout, Order
-from drivers.modbus.plan import BIT_TABLES, Request, Table, coalesce
-from edge.errors import ConfigError
+from cimedge.drivers.base import scale_offset_rule
+from cimedge.drivers.modbus import codec
+from cimedge.drivers.modbus.codec import DType, Layout, Order
+from cimedge.drivers.modbus.plan import BIT_TABLES, Request, Table, coalesce
+from cimedge.edge.errors import ConfigError
 
 PointName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 TcpPort = Annotated[int, msgspec.Meta(ge=1, le=65535)]

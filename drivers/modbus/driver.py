@@ -12,14 +12,14 @@ import math
 import time
 from typing import Protocol, Self
 
-from drivers.health import HealthBook
-from drivers.modbus import codec
-from drivers.modbus.config import DeviceConfig
-from drivers.modbus.plan import BIT_TABLES, Request
-from drivers.modbus.serial_link import RtuLink
-from drivers.modbus.tcp import TcpLink
-from edge.errors import DriverError
-from edge.model import DeviceHealth, Quality, Reading, Value
+from cimedge.drivers.health import HealthBook
+from cimedge.drivers.modbus import codec
+from cimedge.drivers.modbus.config import DeviceConfig
+from cimedge.drivers.modbus.plan import BIT_TABLES, Request
+from cimedge.drivers.modbus.serial_link import RtuLink
+from cimedge.drivers.modbus.tcp import TcpLink
+from cimedge.edge.errors import DriverError
+from cimedge.edge.model import DeviceHealth, Quality, Reading, Value
 
 
 class Link(Protocol):

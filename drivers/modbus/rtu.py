@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from drivers.modbus.plan import Table
-from edge.errors import BadFrame, DeviceException
+from cimedge.drivers.modbus.plan import Table
+from cimedge.edge.errors import BadFrame, DeviceException
 
 READ_FC: dict[Table, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 WRITE_COIL, WRITE_REGISTER, WRITE_REGISTERS = 5, 6, 16

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from drivers import serial_bus as bus
-from drivers.health import Silence
-from drivers.modbus import rtu
-from drivers.modbus.config import DeviceConfig
-from drivers.modbus.plan import Request
-from drivers.serial_bus import Line, SerialBus, ask
-from edge.errors import BadFrame, DeviceException, DriverError
+from cimedge.drivers import serial_bus as bus
+from cimedge.drivers.health import Silence
+from cimedge.drivers.modbus import rtu
+from cimedge.drivers.modbus.config import DeviceConfig
+from cimedge.drivers.modbus.plan import Request
+from cimedge.drivers.serial_bus import Line, SerialBus, ask
+from cimedge.edge.errors import BadFrame, DeviceException, DriverError
 
 
 class RtuLink:

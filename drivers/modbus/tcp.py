@@ -16,10 +16,10 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.modbus.config import DeviceConfig
-from drivers.modbus.plan import BIT_TABLES, Request
-from drivers.modbus.rtu import EXCEPTION_NAMES
-from edge.errors import BadFrame, DeviceException, DriverError, Timeout
+from cimedge.drivers.modbus.config import DeviceConfig
+from cimedge.drivers.modbus.plan import BIT_TABLES, Request
+from cimedge.drivers.modbus.rtu import EXCEPTION_NAMES
+from cimedge.edge.errors import BadFrame, DeviceException, DriverError, Timeout
 
 
 class TcpLink:

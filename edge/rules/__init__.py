@@ -1,7 +1,7 @@
 """Local rules: the rule kinds of the site TOML, compiled, evaluated on every reading and tick."""
 
-from edge.rules.engine import AlarmStates, Rules
-from edge.rules.kinds import (
+from cimedge.edge.rules.engine import AlarmStates, Rules
+from cimedge.edge.rules.kinds import (
     AllOf,
     AnyOf,
     Rate,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from edge import sun
-from edge.rules import kinds
-from edge.rules.schedule import Timetable
+from cimedge.edge import sun
+from cimedge.edge.rules import kinds
+from cimedge.edge.rules.schedule import Timetable
 
 _NS = 1_000_000_000
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import msgspec
 
-from edge.model import Event, Reading
-from edge.rules import kinds
-from edge.rules.conditions import Combination, Cond, compile_rule
-from edge.sun import Location
+from cimedge.edge.model import Event, Reading
+from cimedge.edge.rules import kinds
+from cimedge.edge.rules.conditions import Combination, Cond, compile_rule
+from cimedge.edge.sun import Location
 
 AlarmStates = dict[str, tuple[bool, int]]  # rule name -> (alarm raised, since_ns)
 STATE_PREFIX = "rule:"

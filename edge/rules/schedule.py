@@ -12,8 +12,8 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Sequence
 
-from edge import sun
-from edge.rules.kinds import AT, Step
+from cimedge.edge import sun
+from cimedge.edge.rules.kinds import AT, Step
 
 _UNIT_S = {"s": 1, "m": 60, "h": 3600}
 _NS = 1_000_000_000

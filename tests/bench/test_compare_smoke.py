@@ -13,7 +13,7 @@ import pytest
 
 from bench.compare import report
 from bench.compare.__main__ import _args, compare
-from tools.broker import mosquitto_binary
+from cimedge.tools.broker import mosquitto_binary
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 

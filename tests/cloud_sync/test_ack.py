@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.ack import Ack, decode_ack, encode_ack
-from cloud_sync.cbor_limits import dumps_det
-from cloud_sync.reject import Reject
+from cimedge.cloud_sync.ack import Ack, decode_ack, encode_ack
+from cimedge.cloud_sync.cbor_limits import dumps_det
+from cimedge.cloud_sync.reject import Reject
 
 
 def test_exact_bytes() -> None:

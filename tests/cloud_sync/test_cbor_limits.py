@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.cbor_limits import dumps_det, loads_untrusted
-from cloud_sync.reject import Reject
+from cimedge.cloud_sync.cbor_limits import dumps_det, loads_untrusted
+from cimedge.cloud_sync.reject import Reject
 
 
 def reason(data: bytes, **kw: object) -> str:

@@ -16,9 +16,9 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
-from cloud_sync.cbor_limits import dumps_det
-from cloud_sync.cose import Sign1, kid_for, parse_sign1, protected_header, sign1, verify1
-from cloud_sync.reject import Reject
+from cimedge.cloud_sync.cbor_limits import dumps_det
+from cimedge.cloud_sync.cose import Sign1, kid_for, parse_sign1, protected_header, sign1, verify1
+from cimedge.cloud_sync.reject import Reject
 
 RFC8032_PUBLIC = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
 GKID = bytes.fromhex("21fe31dfa154a261")

@@ -28,13 +28,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.cbor_limits import dumps_det
-from cloud_sync.cose import kid_for, sign1
-from cloud_sync.receiver.store import SqliteStore
-from cloud_sync.reject import REASONS, Reject
-from cloud_sync.senml import batch_payload, encode_pack
-from cloud_sync.verify import KeyInfo, verify_message
-from edge.model import Quality, Reading
+from cimedge.cloud_sync.cbor_limits import dumps_det
+from cimedge.cloud_sync.cose import kid_for, sign1
+from cimedge.cloud_sync.receiver.store import SqliteStore
+from cimedge.cloud_sync.reject import REASONS, Reject
+from cimedge.cloud_sync.senml import batch_payload, encode_pack
+from cimedge.cloud_sync.verify import KeyInfo, verify_message
+from cimedge.edge.model import Quality, Reading
 
 DEV = "gw-01"
 NOW = 1.8e9

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from cloud_sync.reject import REASONS, Reject
+from cimedge.cloud_sync.reject import REASONS, Reject
 
 
 def test_reasons_are_the_contract_set() -> None:

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.cbor_limits import dumps_det
-from cloud_sync.reject import Reject
-from cloud_sync.senml import (
+from cimedge.cloud_sync.cbor_limits import dumps_det
+from cimedge.cloud_sync.reject import Reject
+from cimedge.cloud_sync.senml import (
     BN, BT, BU, N, Q, T, U, V, VB, VS, Payload, Record, batch_payload, decode_pack,
     decode_payload, encode_pack, event_payload,
 )
-from edge.model import Event, Quality, Reading
+from cimedge.edge.model import Event, Quality, Reading
 
 T0 = 1_732_486_800_000_000_000  # 2024-11-24T22:20:00Z in ns
 S0 = T0 // 10**9

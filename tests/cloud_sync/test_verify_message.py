@@ -11,12 +11,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.cbor_limits import dumps_det
-from cloud_sync.cose import kid_for, sign1
-from cloud_sync.reject import REASONS, Reject
-from cloud_sync.senml import BN, BT, V, encode_pack, event_payload
-from cloud_sync.verify import KeyInfo, Verified, verify_message
-from edge.model import Event, Quality, Reading
+from cimedge.cloud_sync.cbor_limits import dumps_det
+from cimedge.cloud_sync.cose import kid_for, sign1
+from cimedge.cloud_sync.reject import REASONS, Reject
+from cimedge.cloud_sync.senml import BN, BT, V, encode_pack, event_payload
+from cimedge.cloud_sync.verify import KeyInfo, Verified, verify_message
+from cimedge.edge.model import Event, Quality, Reading
 
 DEV = "gw-01"
 NOW = 1.8e9

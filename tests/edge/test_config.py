@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge import config
-from edge.errors import ConfigError
-from provisioning.demo import site_toml
+from cimedge.edge import config
+from cimedge.edge.errors import ConfigError
+from cimedge.provisioning.demo import site_toml
 
 GOOD = site_toml("mqtt://127.0.0.1:1883", 5020)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from edge.config import ThresholdHigh, ThresholdLow
-from edge.model import Quality, Reading
-from edge.rules import Rules
+from cimedge.edge.config import ThresholdHigh, ThresholdLow
+from cimedge.edge.model import Quality, Reading
+from cimedge.edge.rules import Rules
 
 HIGH = {"high": ThresholdHigh(point="d.level", on=3.5, off=3.0, msg="level high")}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from edge.model import Event, Quality, Reading
-from edge.store import Store
+from cimedge.edge.model import Event, Quality, Reading
+from cimedge.edge.store import Store
 
 
 def _tick(n: int, t0: int = 1_700_000_000_000_000_000) -> list[Reading]:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import StoreError
-from edge.model import Quality, Reading
-from edge.store import Store
+from cimedge.edge.errors import StoreError
+from cimedge.edge.model import Quality, Reading
+from cimedge.edge.store import Store
 
 T0 = 1_760_000_000_000_000_000
 

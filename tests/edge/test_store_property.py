@@ -18,8 +18,8 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from edge.model import Reading
-from edge.store import Store
+from cimedge.edge.model import Reading
+from cimedge.edge.store import Store
 
 
 def make(seq: int, rows: list) -> bytes:

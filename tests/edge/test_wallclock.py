@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edge.model import Reading
-from edge.wallclock import FLOOR_NS, WallClock
+from cimedge.edge.model import Reading
+from cimedge.edge.wallclock import FLOOR_NS, WallClock
 
 S = 10**9
 WALL = FLOOR_NS + 100 * 86400 * S

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import serial
 
-from drivers.modbus.rtu import crc16
-from tools.sim.node import SimNode, fwimage, sim_board
+from cimedge.drivers.modbus.rtu import crc16
+from cimedge.tools.sim.node import SimNode, fwimage, sim_board
 
 
 def frame(unit: int, pdu: bytes) -> bytes:

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from drivers.modbus import DeviceConfig, Driver
-from edge.model import Quality, Reading
+from cimedge.drivers.modbus import DeviceConfig, Driver
+from cimedge.edge.model import Quality, Reading
 
 POINTS: dict[str, dict[str, Any]] = {
     "major": {"table": "input", "address": 0, "dtype": "uint16"},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.sim.node import FIRMWARE
+from cimedge.tools.sim.node import FIRMWARE
 
 DEVICE_FILES = sorted([*FIRMWARE.glob("loader/*.py"), *FIRMWARE.glob("app/*.py"),
                        FIRMWARE / "host" / "hw_sim.py"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import Rtu, float_words, frame, wait_for
 
-from tools.sim.node import SimNode
+from cimedge.tools.sim.node import SimNode
 
 H = bytes.fromhex
 

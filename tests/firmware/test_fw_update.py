@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import wait_for
 
-from tools.sim.node import SimNode, sim_board
+from cimedge.tools.sim.node import SimNode, sim_board
 
 
 @pytest.fixture(scope="module")

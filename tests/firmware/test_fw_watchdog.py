@@ -6,7 +6,7 @@ import time
 
 from conftest import wait_for
 
-from tools.sim.node import sim_board
+from cimedge.tools.sim.node import sim_board
 
 
 def test_a_healthy_node_is_never_reset(sim, rtu) -> None:  # noqa: ANN001

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from conftest import wait_for
 
-from provisioning import node as node_cli
-from provisioning.cli import main
-from tools.sim.node import SimNode
+from cimedge.provisioning import node as node_cli
+from cimedge.provisioning.cli import main
+from cimedge.tools.sim.node import SimNode
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def test_every_command_has_help_with_an_example(command: str, capsys) -> None:  
 
 
 def test_scan_finds_every_node_on_a_shared_bus(tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    from tools.sim.node_bus import SimBus
+    from cimedge.tools.sim.node_bus import SimBus
 
     with SimBus(tmp_path / "bus", units=(1, 2, 5)) as line:
         code, out, _ = run(capsys, "scan", "--port", line.port, "--last", "6")
@@ -251,7 +251,7 @@ def test_scan_finds_every_node_on_a_shared_bus(tmp_path: Path, capsys) -> None: 
 
 def _answer_from_the_second_request(fd: int, answers: list[bytes]) -> None:
     """A slave at unit 1 that misses the first request (a frame lost on the line)."""
-    from drivers.modbus import rtu
+    from cimedge.drivers.modbus import rtu
 
     seen = 0
     while seen < 2:  # noqa: PLR2004  # the lost request, then the resend

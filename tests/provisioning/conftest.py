@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from provkit import TEMPLATE, Process, cimedge, pump_station, rtu_bus
 
-from provisioning import ca
-from tools.broker import Mosquitto, free_port, mosquitto_binary
+from cimedge.provisioning import ca
+from cimedge.tools.broker import Mosquitto, free_port, mosquitto_binary
 
 DEV = "ps-0042"
 BACKEND_CN = "cim-ingest"  # the receiver's certificate CN, the ACL's backend user

@@ -18,7 +18,7 @@ NOBODY = pwd.getpwnam("nobody")
 def cimedge(*args: str | Path, env: dict[str, str] | None = None, as_nobody: bool = False,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run `cimedge ARGS` in a subprocess; as the unprivileged user nobody when asked."""
-    cmd = [sys.executable, "-m", "provisioning.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "cimedge.provisioning.cli", *map(str, args)]
     if as_nobody:
         cmd = [shutil.which("setpriv") or "setpriv", f"--reuid={NOBODY.pw_uid}",
                f"--regid={NOBODY.pw_gid}", "--clear-groups", *cmd]
@@ -51,12 +51,12 @@ class Process:
 
 
 def pump_station(speed: float = 0.0) -> tuple[Process, int]:
-    p = Process("tools.sim.pump_station", "--port", "0", "--speed", str(speed))
+    p = Process("cimedge.tools.sim.pump_station", "--port", "0", "--speed", str(speed))
     return p, int(p.first_line.rsplit(":", 1)[1])
 
 
 def rtu_bus(units: str = "1,2") -> tuple[Process, str]:
-    p = Process("tools.sim.rtu_bus", "--units", units)
+    p = Process("cimedge.tools.sim.rtu_bus", "--units", units)
     return p, p.first_line.split()[1]
 
 
@@ -138,7 +138,7 @@ class Cli:
         self.log_path = log
         self.log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "provisioning.cli", *map(str, args)], cwd=ROOT,
+            [sys.executable, "-m", "cimedge.provisioning.cli", *map(str, args)], cwd=ROOT,
             stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
 

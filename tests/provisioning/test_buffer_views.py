@@ -17,8 +17,8 @@ import time
 import pytest
 from provkit import ROOT, cimedge, wait_for
 
-from edge.model import Event, Quality, Reading
-from edge.store import Store
+from cimedge.edge.model import Event, Quality, Reading
+from cimedge.edge.store import Store
 
 T0 = time.time_ns() - 60 * 10**9
 
@@ -119,7 +119,7 @@ def test_tail_refuses_a_point_that_is_not_configured(filled):
 
 def test_tail_follows_rows_committed_while_it_runs(filled):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "provisioning.cli", "tail", "--state-dir", str(filled), "-n", "0",
+        [sys.executable, "-m", "cimedge.provisioning.cli", "tail", "--state-dir", str(filled), "-n", "0",
          "--json", "--point", "ps1.level", "--duration", "20"], stdout=subprocess.PIPE,
         text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     seen: list[dict] = []

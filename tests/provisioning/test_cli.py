@@ -15,7 +15,7 @@ ROOT = Path(__file__).parents[2]
 
 
 def cimedge(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "provisioning.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cimedge.provisioning.cli", *args], capture_output=True,
                           text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -53,7 +53,7 @@ def test_keygen_refuses_a_bad_device_id(tmp_path):
 
 
 def test_run_refuses_a_key_others_can_read(tmp_path):
-    from provisioning.demo import site_toml
+    from cimedge.provisioning.demo import site_toml
     assert cimedge("keygen", "--state-dir", str(tmp_path), "--device-id", "ps-demo-01").returncode == 0
     (tmp_path / "device.key").chmod(0o644)
     (tmp_path / "site.toml").write_text(site_toml("mqtt://127.0.0.1:1", 5020))

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tools.broker import mosquitto_binary
+from cimedge.tools.broker import mosquitto_binary
 
 ROOT = Path(__file__).parents[2]
 
 
 def demo(state: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "provisioning.cli", "demo", "--duration", "6",
+    return subprocess.run([sys.executable, "-m", "cimedge.provisioning.cli", "demo", "--duration", "6",
                            "--speed", "8", "--no-view", "--state-dir", str(state)],
                           capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **env})

@@ -23,9 +23,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from provkit import NOBODY, TEMPLATE, cimedge, rtu_bus
 
-from edge.wallclock import FLOOR_NS
-from provisioning import ca, certs, tomledit
-from tools.broker import Mosquitto, free_port
+from cimedge.edge.wallclock import FLOOR_NS
+from cimedge.provisioning import ca, certs, tomledit
+from cimedge.tools.broker import Mosquitto, free_port
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount, setpriv)")

@@ -8,9 +8,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from edge import config as site_config
-from edge import sites
-from edge.errors import ConfigError
+from cimedge.edge import config as site_config
+from cimedge.edge import sites
+from cimedge.edge.errors import ConfigError
 from hil_tests.rig import BenchRig, load
 
 RIGS = Path(__file__).parents[2] / "hil_tests" / "rigs"

@@ -16,8 +16,8 @@ import pytest
 from conftest import BACKEND_CN, DEV
 from provkit import Backend, Cli, cimedge, status, wait_for
 
-from provisioning import ca, certs
-from provisioning.mqttprobe import ProbeError, probe
+from cimedge.provisioning import ca, certs
+from cimedge.provisioning.mqttprobe import ProbeError, probe
 
 OTHER = "ps-other"
 

@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from provkit import TEMPLATE, cimedge
 
-from edge import config as site_config
-from provisioning import certs, provision, tomledit
+from cimedge.edge import config as site_config
+from cimedge.provisioning import certs, provision, tomledit
 
 SITE_TYPES = ["pump_station", "lamp_pole", "roadside_unit", "utility_tunnel"]
 
@@ -123,9 +123,8 @@ def test_provision_with_a_test_ca_signs_the_request(tmp_path):
 
 
 def test_without_edge_sites_pump_station_falls_back_to_the_demo_config(monkeypatch, tmp_path):
-    import edge
-
-    monkeypatch.setitem(__import__("sys").modules, "edge.sites", None)  # import fails
+    from cimedge import edge
+    monkeypatch.setitem(__import__("sys").modules, "cimedge.edge.sites", None)  # import fails
     monkeypatch.delattr(edge, "sites", raising=False)
     args = argparse.Namespace(site_type="pump_station", device_id="ps-0001", broker=None,
                               set=[], template=None)

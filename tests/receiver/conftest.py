@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from rxkit import Device, new_device
 
-from cloud_sync.receiver.registry import Registry
+from cimedge.cloud_sync.receiver.registry import Registry
 
 # The server the PostgreSQL tests use; each test creates and drops its own database there.
 PG_ADMIN_URL = os.environ.get("CIM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -14,13 +14,13 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cloud_sync.ack import Ack, decode_ack
-from cloud_sync.cbor_limits import dumps_det
-from cloud_sync.cose import kid_for, sign1
-from cloud_sync.receiver.service import Receiver
-from cloud_sync.senml import batch_payload, encode_pack, event_payload
-from edge.model import Event, Quality, Reading
-from tools.broker import Mosquitto
+from cimedge.cloud_sync.ack import Ack, decode_ack
+from cimedge.cloud_sync.cbor_limits import dumps_det
+from cimedge.cloud_sync.cose import kid_for, sign1
+from cimedge.cloud_sync.receiver.service import Receiver
+from cimedge.cloud_sync.senml import batch_payload, encode_pack, event_payload
+from cimedge.edge.model import Event, Quality, Reading
+from cimedge.tools.broker import Mosquitto
 
 T0 = time.time() - 600  # readings ten minutes old, as a backlog would be
 

@@ -6,9 +6,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from cloud_sync.receiver.registry import Registry
-from cloud_sync.verify import verify_message
-from tools.fleet import SITES, Fleet
+from cimedge.cloud_sync.receiver.registry import Registry
+from cimedge.cloud_sync.verify import verify_message
+from cimedge.tools.fleet import SITES, Fleet
 
 
 def test_fleet_batches_verify_against_its_own_enrollments(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rxkit import T0, Device
 
-from cloud_sync.receiver.registry import Registry
-from cloud_sync.receiver.store import SqliteStore
-from cloud_sync.verify import verify_message
-from provisioning.cli import main as cimedge
+from cimedge.cloud_sync.receiver.registry import Registry
+from cimedge.cloud_sync.receiver.store import SqliteStore
+from cimedge.cloud_sync.verify import verify_message
+from cimedge.provisioning.cli import main as cimedge
 
 HERE = Path(__file__).resolve()
 README = HERE.parents[2] / "cloud_sync" / "receiver" / "README.md"
@@ -179,7 +179,7 @@ def test_receiver_errors_are_one_line(capsys: pytest.CaptureFixture[str],
 
 
 def test_parse_time() -> None:
-    from cloud_sync.receiver.views import parse_time
+    from cimedge.cloud_sync.receiver.views import parse_time
 
     assert parse_time("2025-03-01T08:00:00Z") == 1740816000.0
     assert parse_time("2025-03-01T09:00:00+01:00") == 1740816000.0

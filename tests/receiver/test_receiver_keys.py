@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from rxkit import Device, gateway, new_device, running
 
-from cloud_sync.ack import Ack
-from cloud_sync.receiver.registry import Registry, open_registry
-from cloud_sync.receiver.service import Receiver
-from provisioning.cli import main as cimedge
-from tools.broker import Mosquitto
+from cimedge.cloud_sync.ack import Ack
+from cimedge.cloud_sync.receiver.registry import Registry, open_registry
+from cimedge.cloud_sync.receiver.service import Receiver
+from cimedge.provisioning.cli import main as cimedge
+from cimedge.tools.broker import Mosquitto
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

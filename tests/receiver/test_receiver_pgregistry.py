@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rxkit import Device, new_device
 
-from cloud_sync.receiver.registry import EnrollmentError, RegistryError, open_registry
+from cimedge.cloud_sync.receiver.registry import EnrollmentError, RegistryError, open_registry
 
 
 def test_add_lookup_rotate_revoke_list(pg_url: str, device: Device) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rxkit import Device, new_device
 
-from cloud_sync.receiver.registry import EnrollmentError, Registry, RegistryError
+from cimedge.cloud_sync.receiver.registry import EnrollmentError, Registry, RegistryError
 
 
 def test_lookup_returns_the_enrolled_key(registry: Registry, device: Device) -> None:

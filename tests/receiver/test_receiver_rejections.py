@@ -8,12 +8,12 @@ from pathlib import Path
 import cbor2
 from rxkit import Device, gateway, new_device, running
 
-from cloud_sync.ack import Ack
-from cloud_sync.cbor_limits import dumps_det
-from cloud_sync.receiver.registry import Registry
-from cloud_sync.receiver.service import Receiver
-from cloud_sync.reject import REASONS
-from tools.broker import Mosquitto
+from cimedge.cloud_sync.ack import Ack
+from cimedge.cloud_sync.cbor_limits import dumps_det
+from cimedge.cloud_sync.receiver.registry import Registry
+from cimedge.cloud_sync.receiver.service import Receiver
+from cimedge.cloud_sync.reject import REASONS
+from cimedge.tools.broker import Mosquitto
 
 MAX_SIZE = 4096
 

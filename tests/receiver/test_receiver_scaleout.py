@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from rxkit import gateway
 
-from cloud_sync.receiver.store import open_store
-from tools.broker import Mosquitto
-from tools.fleet import Fleet, Publisher
+from cimedge.cloud_sync.receiver.store import open_store
+from cimedge.tools.broker import Mosquitto
+from cimedge.tools.fleet import Fleet, Publisher
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(r"stopped: received (\d+), stored (\d+), duplicates (\d+), rejects (\d+), "
@@ -33,7 +33,7 @@ class ReceiverProcess:
 
     def __init__(self, broker: Mosquitto, db: str, registry: str, log: Path,
                  *extra: str) -> None:
-        self.cmd = [sys.executable, "-m", "provisioning.cli", "receiver", "run",
+        self.cmd = [sys.executable, "-m", "cimedge.provisioning.cli", "receiver", "run",
                     "--broker", broker.url, "--db", db, "--registry", registry, *extra]
         self.log = log
         self.proc: subprocess.Popen[str] | None = None

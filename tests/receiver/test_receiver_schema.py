@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from rxkit import Device
 
-from cloud_sync.receiver import schema
-from cloud_sync.receiver.registry import Registry
-from cloud_sync.receiver.store import open_store
-from cloud_sync.verify import verify_message
-from edge.errors import StoreError
+from cimedge.cloud_sync.receiver import schema
+from cimedge.cloud_sync.receiver.registry import Registry
+from cimedge.cloud_sync.receiver.store import open_store
+from cimedge.cloud_sync.verify import verify_message
+from cimedge.edge.errors import StoreError
 
 # The schema as the first receiver shipped it (commit 42a0a98): no schema_version table.
 UNVERSIONED = """

@@ -10,12 +10,12 @@ from pathlib import Path
 import cbor2
 from rxkit import Device, gateway, new_device, running
 
-from cloud_sync.ack import Ack
-from cloud_sync.receiver.registry import Registry
-from cloud_sync.receiver.service import Receiver, topic_parts
-from cloud_sync.transport import backoff_delay
-from cloud_sync.reject import REASONS
-from tools.broker import Mosquitto
+from cimedge.cloud_sync.ack import Ack
+from cimedge.cloud_sync.receiver.registry import Registry
+from cimedge.cloud_sync.receiver.service import Receiver, topic_parts
+from cimedge.cloud_sync.transport import backoff_delay
+from cimedge.cloud_sync.reject import REASONS
+from cimedge.tools.broker import Mosquitto
 
 
 def receiver(broker: Mosquitto, path: Path, registry: Registry, **kw: object) -> Receiver:

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from rxkit import T0, Device, new_device
 
-from cloud_sync.cose import sign1
-from cloud_sync.receiver.registry import Registry
-from cloud_sync.receiver.store import Refusal, SqliteStore, Store, StoreThread, open_store
-from cloud_sync.reject import Reject
-from cloud_sync.senml import batch_payload, encode_pack
-from cloud_sync.verify import Verified, verify_message
-from edge.errors import StoreError
-from edge.model import Reading
+from cimedge.cloud_sync.cose import sign1
+from cimedge.cloud_sync.receiver.registry import Registry
+from cimedge.cloud_sync.receiver.store import Refusal, SqliteStore, Store, StoreThread, open_store
+from cimedge.cloud_sync.reject import Reject
+from cimedge.cloud_sync.senml import batch_payload, encode_pack
+from cimedge.cloud_sync.verify import Verified, verify_message
+from cimedge.edge.errors import StoreError
+from cimedge.edge.model import Reading
 
 
 def verified(registry: Registry, device: Device, data: bytes, kind: str = "batch") -> Verified:

@@ -16,12 +16,12 @@ from typing import Any
 
 import msgspec
 
-import drivers
-from edge import config, sites
-from edge.clock import ManualClock
-from edge.control import Controller
-from edge.model import Event, Reading
-from edge.store import Store
+from cimedge import drivers
+from cimedge.edge import config, sites
+from cimedge.edge.clock import ManualClock
+from cimedge.edge.control import Controller
+from cimedge.edge.model import Event, Reading
+from cimedge.edge.store import Store
 
 T0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from edge.actions import ActionConfig, Actions
-from edge.errors import DriverError
-from edge.model import Reading
-from edge.rules import Rules, State, ThresholdHigh, ThresholdLow
+from cimedge.edge.actions import ActionConfig, Actions
+from cimedge.edge.errors import DriverError
+from cimedge.edge.model import Reading
+from cimedge.edge.rules import Rules, State, ThresholdHigh, ThresholdLow
 
 S = 1_000_000_000
 T0 = 1_767_225_600 * S

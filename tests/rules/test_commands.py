@@ -9,10 +9,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge import commands, config, sites
-from edge.clock import ManualClock
-from edge.control import Controller
-from edge.store import Store
+from cimedge.edge import commands, config, sites
+from cimedge.edge.clock import ManualClock
+from cimedge.edge.control import Controller
+from cimedge.edge.store import Store
 
 S = 1_000_000_000
 T0 = 1_767_225_600 * S
@@ -131,7 +131,7 @@ async def test_override_and_ack(tmp_path, backend):
     async with gw as ctl:
         await ctl.on_cmd(cmd(key, op="override", target="pumps", value="off"))
         assert ctl.actions.actions["pumps"].mode == "off"
-        from edge.model import Reading
+        from cimedge.edge.model import Reading
         t = ctl.tick([Reading("ps1.level", T0, 4.8)])
         await ctl.commit(t)
         assert "flood" in ctl.active()

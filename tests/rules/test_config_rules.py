@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge import config, sites
-from edge.errors import ConfigError
-from tools.sim import lamp_pole, pump_pair, roadside, tunnel
+from cimedge.edge import config, sites
+from cimedge.edge.errors import ConfigError
+from cimedge.tools.sim import lamp_pole, pump_pair, roadside, tunnel
 
 PUMP = sites.render("pump_station")
 
@@ -45,7 +45,7 @@ def test_template_points_match_their_simulator(site_type, device, plant):
 
 
 def test_pump_template_matches_the_pump_station_simulator():
-    from tools.sim import pump_station
+    from cimedge.tools.sim import pump_station
 
     points = config.loads(PUMP, "site.toml").devices["ps1"].config.points
     for name, got in points.items():

@@ -11,11 +11,11 @@ import aiomqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge import commands, config, sites
-from edge.daemon import Gateway
-from provisioning.identity import ensure_identity
-from tools.broker import free_port
-from tools.sim import pump_pair
+from cimedge.edge import commands, config, sites
+from cimedge.edge.daemon import Gateway
+from cimedge.provisioning.identity import ensure_identity
+from cimedge.tools.broker import free_port
+from cimedge.tools.sim import pump_pair
 
 
 async def until(cond: Callable[[], object], timeout: float = 20.0) -> None:

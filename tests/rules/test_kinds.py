@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.model import Quality, Reading
-from edge.rules import (
+from cimedge.edge.model import Quality, Reading
+from cimedge.edge.rules import (
     AllOf,
     AnyOf,
     Rate,
@@ -17,7 +17,7 @@ from edge.rules import (
     ThresholdHigh,
     ThresholdLow,
 )
-from edge.sun import Location
+from cimedge.edge.sun import Location
 
 S = 1_000_000_000
 T0 = 1_767_225_600 * S

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edge.model import Quality, Reading
-from edge.rbe import PointReport, Rbe, ReportConfig
+from cimedge.edge.model import Quality, Reading
+from cimedge.edge.rbe import PointReport, Rbe, ReportConfig
 
 S = 1_000_000_000
 

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edge import sun
+from cimedge.edge import sun
 from tests.rules.rig import Rig
-from tools.sim import lamp_pole, pump_pair, tunnel
+from cimedge.tools.sim import lamp_pole, pump_pair, tunnel
 
 S = 1_000_000_000
 
@@ -197,7 +197,7 @@ async def test_lamp_schedule_switches_at_the_computed_times(tmp_path):
 
 # -- roadside unit -------------------------------------------------------------------------
 async def test_roadside_fan_starts_on_overheat_and_stops_with_hysteresis(tmp_path):
-    from tools.sim import roadside
+    from cimedge.tools.sim import roadside
 
     sim = await roadside.serve(speed=0, seed=4)
     rig = Rig(tmp_path, "roadside_unit", {"rsu1_host": "127.0.0.1", "rsu1_port": sim.port},

@@ -7,9 +7,9 @@ import zoneinfo
 
 import pytest
 
-from edge import sun
-from edge.rules.kinds import Step
-from edge.rules.schedule import Timetable
+from cimedge.edge import sun
+from cimedge.edge.rules.kinds import Step
+from cimedge.edge.rules.schedule import Timetable
 
 S = 1_000_000_000
 

@@ -14,13 +14,13 @@ import time
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_sync.ack import encode_ack
-from cloud_sync.cose import parse_sign1
-from cloud_sync.senml import decode_payload
-from cloud_sync.transport import Transport
-from cloud_sync.uplink import Uplink
-from edge.model import Reading
-from edge.store import Store
+from cimedge.cloud_sync.ack import encode_ack
+from cimedge.cloud_sync.cose import parse_sign1
+from cimedge.cloud_sync.senml import decode_payload
+from cimedge.cloud_sync.transport import Transport
+from cimedge.cloud_sync.uplink import Uplink
+from cimedge.edge.model import Reading
+from cimedge.edge.store import Store
 
 DEV = "outage-test-01"
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 
-from cloud_sync.transport import Transport
+from cimedge.cloud_sync.transport import Transport
 
 
 async def _ignore(_: bytes) -> None:

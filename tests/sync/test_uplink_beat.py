@@ -7,7 +7,7 @@ import math
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_sync.uplink import FLUSH_LAG, Uplink
+from cimedge.cloud_sync.uplink import FLUSH_LAG, Uplink
 
 
 @pytest.mark.parametrize("interval", [1.0, 0.5, 2.0])

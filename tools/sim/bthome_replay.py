@@ -12,8 +12,8 @@ code above the bleak boundary runs unchanged::
 
 ``make_capture()`` writes a lamp-pole environment sensor's day in compressed time
 (temperature, humidity, illuminance, battery, a packet id), encrypted when given a bind key.
-As a program: ``python -m tools.sim.bthome_replay show FILE`` decodes a capture;
-``python -m tools.sim.bthome_replay make FILE [--key HEX] [--count N]`` writes one.
+As a program: ``python -m cimedge.tools.sim.bthome_replay show FILE`` decodes a capture;
+``python -m cimedge.tools.sim.bthome_replay make FILE [--key HEX] [--count N]`` writes one.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import msgspec
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from drivers.ble import bthome, scanner
-from edge.errors import BadFrame
+from cimedge.drivers.ble import bthome, scanner
+from cimedge.edge.errors import BadFrame
 
 
 class Advert(msgspec.Struct, frozen=True):
@@ -143,7 +143,7 @@ def replaying(adverts: Sequence[Advert], speed: float = 1.0) -> Iterator[type[Re
 def main(argv: list[str] | None = None) -> None:
     """Show or make a capture; see the module docstring."""
     parser = argparse.ArgumentParser(
-        prog="python -m tools.sim.bthome_replay", description=__doc__.split("\n")[0]
+        prog="python -m cimedge.tools.sim.bthome_replay", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="decode every advertisement of a capture")

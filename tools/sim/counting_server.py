@@ -13,7 +13,7 @@ exception 2, a count outside 1-125 exception 3, other functions exception 1.
 This is a hand-written Modbus TCP server (MBAP framing, functions 3 and 4 only), not pymodbus:
 a benchmark's simulator must cost far less per request than the gateways it measures.
 
-    python -m tools.sim.counting_server --devices 10 --points 20
+    python -m cimedge.tools.sim.counting_server --devices 10 --points 20
 
 prints ``listening 127.0.0.1:P0,P1,...`` and then reads commands on stdin, one per line,
 answering each with one JSON line on stdout:
@@ -150,7 +150,7 @@ async def _main(devices: int, points: int, host: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run until stdin closes or a signal; see the module docstring."""
-    p = argparse.ArgumentParser(prog="python -m tools.sim.counting_server",
+    p = argparse.ArgumentParser(prog="python -m cimedge.tools.sim.counting_server",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--devices", type=int, default=10)
     p.add_argument("--points", type=int, default=20, help="uint32 points per device")

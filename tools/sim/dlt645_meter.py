@@ -8,7 +8,7 @@ address is answered by every meter it matches; when that is more than one, their
 collide on the line and the master receives garble, as on a real bus.
 
 In-process: ``async with MeterLine([demo_meter("000012345678")]) as line: ... line.path``.
-As a process: ``python -m tools.sim.dlt645_meter --addresses 000012345678
+As a process: ``python -m cimedge.tools.sim.dlt645_meter --addresses 000012345678
 [--baudrate 2400 --line-timing]`` prints one line ``pty /dev/pts/N`` and serves until SIGTERM.
 """
 
@@ -21,11 +21,11 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from drivers.dlt645 import frame
-from drivers.dlt645.frame import Format
-from drivers.dlt645.identifiers import CATALOGUE
-from edge.errors import BadFrame
-from tools.sim.pty_line import Fault, PtyLine
+from cimedge.drivers.dlt645 import frame
+from cimedge.drivers.dlt645.frame import Format
+from cimedge.drivers.dlt645.identifiers import CATALOGUE
+from cimedge.edge.errors import BadFrame
+from cimedge.tools.sim.pty_line import Fault, PtyLine
 
 NO_SUCH_DATA = 0x02
 
@@ -142,7 +142,7 @@ class MeterLine(PtyLine):
 def main(argv: list[str] | None = None) -> None:
     """Serve demo meters on a PTY until SIGTERM; see the module docstring."""
     parser = argparse.ArgumentParser(
-        prog="python -m tools.sim.dlt645_meter", description=__doc__.split("\n")[0]
+        prog="python -m cimedge.tools.sim.dlt645_meter", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--addresses", default="000012345678", help="comma-separated addresses")
     parser.add_argument("--baudrate", type=int, default=2400)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tools.sim import plant
-from tools.sim.plant import Plant
+from cimedge.tools.sim import plant
+from cimedge.tools.sim.plant import Plant
 
 STANDBY_A, FULL_A, VOLTS, PF = 0.1, 0.9, 230.0, 0.95
 
@@ -67,7 +67,7 @@ async def serve(port: int = 0, speed: float = 1.0, *, seed: int | None = None) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    plant.main(LampPole, "tools.sim.lamp_pole", __doc__, argv)
+    plant.main(LampPole, "cimedge.tools.sim.lamp_pole", __doc__, argv)
 
 
 if __name__ == "__main__":

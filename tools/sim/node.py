@@ -14,7 +14,7 @@ firmware's reset cause then reads "wdt").
         node.set_value(0, 1234)
         client = ModbusSerialClient(node.port)     # or drivers.modbus with transport = "rtu"
 
-Run one from a shell: ``python -m tools.sim.node --flash DIR`` prints ``pty /dev/pts/N``.
+Run one from a shell: ``python -m cimedge.tools.sim.node --flash DIR`` prints ``pty /dev/pts/N``.
 """
 
 from __future__ import annotations

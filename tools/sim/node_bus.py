@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tools.sim.node import SimNode, sim_board
+from cimedge.tools.sim.node import SimNode, sim_board
 
 
 class SimBus:

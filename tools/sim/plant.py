@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Self
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from tools.sim.modbus_server import listen, run_physics, run_until_signalled
+from cimedge.tools.sim.modbus_server import listen, run_physics, run_until_signalled
 
 
 
@@ -151,7 +151,7 @@ def approach(current: float, target: float, dt: float, tau: float) -> float:
 
 
 def main(cls: type[Plant], module: str, doc: str, argv: list[str] | None = None) -> None:
-    """``python -m tools.sim.<module>``: serve one plant on --port until a signal."""
+    """``python -m cimedge.tools.sim.<module>``: serve one plant on --port until a signal."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--speed", type=float, default=1.0)

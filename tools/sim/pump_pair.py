@@ -16,9 +16,9 @@ import asyncio
 import random
 from typing import Any, ClassVar, Self
 
-from tools.sim import pump_station
-from tools.sim.modbus_server import run_physics
-from tools.sim.plant import Plant
+from cimedge.tools.sim import pump_station
+from cimedge.tools.sim.modbus_server import run_physics
+from cimedge.tools.sim.plant import Plant
 
 
 class StandbyPump(Plant):

@@ -37,7 +37,7 @@ reads back rounded (write 4.256, read 4.26), so a read-back check sees the diffe
 ``demo_points()``, ``demo_device()`` and ``demo_toml()`` give the matching gateway config.
 
 In-process: ``station = await serve(port=0)``, then ``station.port``, ``station.stats()``,
-``await station.close()``. As a process: ``python -m tools.sim.pump_station --port 0
+``await station.close()``. As a process: ``python -m cimedge.tools.sim.pump_station --port 0
 [--speed S] [--stats-file F]`` prints one line ``listening 127.0.0.1:PORT`` and, on SIGTERM,
 writes ``stats()`` as JSON to F. ``served`` counts counter values handed to the transport: a
 value whose answer was lost on the wire (client gone) is still counted.
@@ -59,7 +59,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from tools.sim.modbus_server import listen, run_physics, run_until_signalled
+from cimedge.tools.sim.modbus_server import listen, run_physics, run_until_signalled
 
 NOMINAL_INFLOW = 180.0  # m3/h
 PUMP_CAPACITY = 360.0  # m3/h
@@ -332,7 +332,7 @@ def demo_toml(name: str = "ps1", host: str = "127.0.0.1", port: int = 5020, unit
 def main(argv: list[str] | None = None) -> None:
     """Run the station until SIGTERM; see the module docstring."""
     parser = argparse.ArgumentParser(
-        prog="python -m tools.sim.pump_station", description=__doc__.split("\n")[0]
+        prog="python -m cimedge.tools.sim.pump_station", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tools.sim import plant
-from tools.sim.plant import Plant, approach
+from cimedge.tools.sim import plant
+from cimedge.tools.sim.plant import Plant, approach
 
 HEAT_RISE, FAN_RISE, TAU_S = 18.0, 3.0, 120.0
 
@@ -54,7 +54,7 @@ async def serve(port: int = 0, speed: float = 1.0, *, seed: int | None = None) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    plant.main(Roadside, "tools.sim.roadside", __doc__, argv)
+    plant.main(Roadside, "cimedge.tools.sim.roadside", __doc__, argv)
 
 
 if __name__ == "__main__":

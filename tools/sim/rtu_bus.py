@@ -8,7 +8,7 @@ changeable while running; ``unit.fail_after(n, fault)`` switches to ``fault`` af
 answers (a device unplugged in the middle of a poll).
 
 In-process: ``async with RtuBus({1: Unit(), 2: Unit()}) as bus: ... bus.path``. As a process:
-``python -m tools.sim.rtu_bus --units 1,2,3 [--baudrate 9600 --line-timing]`` prints one line
+``python -m cimedge.tools.sim.rtu_bus --units 1,2,3 [--baudrate 9600 --line-timing]`` prints one line
 ``pty /dev/pts/N`` and serves a demo register map (``demo_unit``) until SIGTERM.
 """
 
@@ -36,7 +36,7 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterResponse,
 )
 
-from tools.sim.pty_line import Fault, PtyLine
+from cimedge.tools.sim.pty_line import Fault, PtyLine
 
 __all__ = ["Fault", "RtuBus", "Unit", "demo_unit"]
 
@@ -184,7 +184,7 @@ class RtuBus(PtyLine):
 def main(argv: list[str] | None = None) -> None:
     """Serve demo units on a PTY until SIGTERM; see the module docstring."""
     parser = argparse.ArgumentParser(
-        prog="python -m tools.sim.rtu_bus", description=__doc__.split("\n")[0]
+        prog="python -m cimedge.tools.sim.rtu_bus", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--units", default="1", help="comma-separated unit ids (default 1)")
     parser.add_argument("--baudrate", type=int, default=9600)

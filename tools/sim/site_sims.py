@@ -26,7 +26,7 @@ async def start(site_type: str, speed: float = 1.0) -> SiteSim:
     """Start the simulator for ``site_type``; demo tuning makes a compressed site cycle visibly."""
     host = "127.0.0.1"
     if site_type == "pump_station":
-        from tools.sim import pump_pair
+        from cimedge.tools.sim import pump_pair
 
         pp = await pump_pair.serve(speed=speed)
         assert pp.station is not None
@@ -37,20 +37,20 @@ async def start(site_type: str, speed: float = 1.0) -> SiteSim:
         return SiteSim(site_type, pp, values, ["ps1.level", "ps1.pump_cmd", "ps2.pump_cmd"],
                        pp.close, ["two pumps, duty and standby, alternate over one wet well"])
     if site_type == "lamp_pole":
-        from tools.sim import lamp_pole
+        from cimedge.tools.sim import lamp_pole
 
         pole = await lamp_pole.serve(speed=speed)
         return SiteSim(site_type, pole, {"lp1_host": host, "lp1_port": pole.port},
                        ["lp1.lamp_on", "lp1.dim_level", "lp1.lamp_current"], pole.close,
                        ["the lamp follows the real sunset and sunrise of Shanghai"])
     if site_type == "roadside_unit":
-        from tools.sim import roadside
+        from cimedge.tools.sim import roadside
 
         rsu = await roadside.serve(speed=speed)
         return SiteSim(site_type, rsu, {"rsu1_host": host, "rsu1_port": rsu.port},
                        ["rsu1.cabinet_temp", "rsu1.fan_on"], rsu.close)
     if site_type == "utility_tunnel":
-        from tools.sim import tunnel
+        from cimedge.tools.sim import tunnel
 
         tun = await tunnel.serve(speed=speed)
         tun.leak = 0.25  # a leak the fan can hold below 10 %LEL, that reaches 20 in a minute

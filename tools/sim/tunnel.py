@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tools.sim import plant
-from tools.sim.plant import Plant
+from cimedge.tools.sim import plant
+from cimedge.tools.sim.plant import Plant
 
 DRAUGHT, FAN = 0.002, 0.05  # share of the gas carried off per second
 PUMP_RATE = 0.01  # m/s
@@ -60,7 +60,7 @@ async def serve(port: int = 0, speed: float = 1.0, *, seed: int | None = None) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    plant.main(Tunnel, "tools.sim.tunnel", __doc__, argv)
+    plant.main(Tunnel, "cimedge.tools.sim.tunnel", __doc__, argv)
 
 
 if __name__ == "__main__":

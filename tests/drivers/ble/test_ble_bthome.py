@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.ble import bthome
-from edge.errors import BadFrame
+from cimedge.drivers.ble import bthome
+from cimedge.edge.errors import BadFrame
 
 bthome_ble = pytest.importorskip("bthome_ble", reason="the cross-check needs bthome-ble")
 from bleak.backends.device import BLEDevice  # noqa: E402

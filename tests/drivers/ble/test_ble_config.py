@@ -8,9 +8,9 @@ from pathlib import Path
 
 import msgspec
 
-from drivers import DRIVERS, load
-from drivers.ble import DeviceConfig, PointConfig
-from edge import config as site_config
+from cimedge.drivers import DRIVERS, load
+from cimedge.drivers.ble import DeviceConfig, PointConfig
+from cimedge.edge import config as site_config
 
 SAMPLE = Path(__file__).parents[3] / "drivers" / "ble" / "sample.toml"
 
@@ -25,7 +25,7 @@ def test_sample_parses_and_documents_every_key() -> None:
 
 
 def test_registered_and_units_reach_the_site() -> None:
-    assert DRIVERS["ble"] == "drivers.ble" and load("ble").Driver.__name__ == "Driver"
+    assert DRIVERS["ble"] == "cimedge.drivers.ble" and load("ble").Driver.__name__ == "Driver"
     head = '[gateway]\ndevice_id = "lp-test-01"\n\n[sync]\nbroker = "mqtt://127.0.0.1:1883"\n\n'
     site = site_config.loads(head + SAMPLE.read_text(), "site.toml")
     assert site.units["lp_env.humidity"] == "%RH"  # from the BTHome object table

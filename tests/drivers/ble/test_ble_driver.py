@@ -11,11 +11,11 @@ import msgspec
 import pytest
 from bleak.exc import BleakError
 
-from drivers.ble import DeviceConfig, Driver, bthome
-from drivers.ble import driver as ble_driver
-from edge.errors import ConfigError
-from edge.model import Quality, Reading
-from tools.sim.bthome_replay import Advert, ReplayScanner, make_capture, replaying
+from cimedge.drivers.ble import DeviceConfig, Driver, bthome
+from cimedge.drivers.ble import driver as ble_driver
+from cimedge.edge.errors import ConfigError
+from cimedge.edge.model import Quality, Reading
+from cimedge.tools.sim.bthome_replay import Advert, ReplayScanner, make_capture, replaying
 
 MAC, OTHER = "A4:C1:38:8D:18:B2", "A4:C1:38:00:00:01"
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")

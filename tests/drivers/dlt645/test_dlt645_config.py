@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from drivers import DRIVERS, load
-from drivers.dlt645 import DeviceConfig, PointConfig
-from edge import config as site_config
-from edge.errors import ConfigError
+from cimedge.drivers import DRIVERS, load
+from cimedge.drivers.dlt645 import DeviceConfig, PointConfig
+from cimedge.edge import config as site_config
+from cimedge.edge.errors import ConfigError
 
 SAMPLE = Path(__file__).parents[3] / "drivers" / "dlt645" / "sample.toml"
 
@@ -36,7 +36,7 @@ def test_sample_parses_and_documents_every_key() -> None:
 
 
 def test_registered_and_loaded_by_the_site_loader() -> None:
-    assert DRIVERS["dlt645"] == "drivers.dlt645"
+    assert DRIVERS["dlt645"] == "cimedge.drivers.dlt645"
     assert load("dlt645").DeviceConfig is DeviceConfig
     head = '[gateway]\ndevice_id = "lp-test-01"\n\n[sync]\nbroker = "mqtt://127.0.0.1:1883"\n\n'
     site = site_config.loads(head + SAMPLE.read_text(), "site.toml")

@@ -10,13 +10,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from drivers import serial_bus
-from drivers.dlt645 import DeviceConfig, Driver, discover
-from drivers.dlt645.identifiers import CATALOGUE
-from edge.errors import BadFrame
-from edge.model import Quality, Reading
-from tools.sim.dlt645_meter import Meter, MeterLine, demo_meter
-from tools.sim.pty_line import Fault
+from cimedge.drivers import serial_bus
+from cimedge.drivers.dlt645 import DeviceConfig, Driver, discover
+from cimedge.drivers.dlt645.identifiers import CATALOGUE
+from cimedge.edge.errors import BadFrame
+from cimedge.edge.model import Quality, Reading
+from cimedge.tools.sim.dlt645_meter import Meter, MeterLine, demo_meter
+from cimedge.tools.sim.pty_line import Fault
 
 A, B = "000012345678", "000012345679"
 POINTS = {

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from drivers.dlt645 import frame
-from drivers.dlt645.frame import Format
-from drivers.dlt645.identifiers import CATALOGUE
-from edge.errors import BadFrame, DeviceException
+from cimedge.drivers.dlt645 import frame
+from cimedge.drivers.dlt645.frame import Format
+from cimedge.drivers.dlt645.identifiers import CATALOGUE
+from cimedge.edge.errors import BadFrame, DeviceException
 
 dlt645 = pytest.importorskip("dlt645", reason="the cross-check needs `pip install dlt645==3.2.0`")
 from dlt645.common.transform import bcd_to_float, float_to_bcd  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.codec import (
+from cimedge.drivers.modbus.codec import (
     INTEGERS,
     NUMBERS,
     DType,

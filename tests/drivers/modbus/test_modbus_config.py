@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from drivers import load
-from drivers.modbus import DeviceConfig, PointConfig
-from edge.errors import ConfigError
-from tools.sim.pump_station import demo_toml
+from cimedge.drivers import load
+from cimedge.drivers.modbus import DeviceConfig, PointConfig
+from cimedge.edge.errors import ConfigError
+from cimedge.tools.sim.pump_station import demo_toml
 
 SAMPLE = Path(__file__).parents[3] / "drivers" / "modbus" / "sample.toml"
 
@@ -251,7 +251,7 @@ broker = "mqtt://127.0.0.1:1883"
 
 
 def test_site_with_the_sample_devices_loads_and_rtu_errors_name_the_line() -> None:
-    from edge import config as site_config
+    from cimedge.edge import config as site_config
 
     text = SITE_HEAD + SAMPLE.read_text()
     site = site_config.loads(text, "site.toml")

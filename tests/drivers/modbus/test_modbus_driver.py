@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from drivers.modbus import DeviceConfig, Driver
-from edge.errors import DeviceException, DriverError
-from edge.model import Quality, Reading
-from tools.sim.pump_station import PumpStation, demo_device, serve
+from cimedge.drivers.modbus import DeviceConfig, Driver
+from cimedge.edge.errors import DeviceException, DriverError
+from cimedge.edge.model import Quality, Reading
+from cimedge.tools.sim.pump_station import PumpStation, demo_device, serve
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from functools import cache
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.plan import Request, coalesce
+from cimedge.drivers.modbus.plan import Request, coalesce
 
 
 @dataclass(frozen=True)

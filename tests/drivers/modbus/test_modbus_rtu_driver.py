@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from drivers.modbus import DeviceConfig, Driver
-from edge.errors import ConfigError, DeviceException
-from edge.model import Quality, Reading
-from tools.sim.rtu_bus import Fault, RtuBus, demo_unit
+from cimedge.drivers.modbus import DeviceConfig, Driver
+from cimedge.edge.errors import ConfigError, DeviceException
+from cimedge.edge.model import Quality, Reading
+from cimedge.tools.sim.rtu_bus import Fault, RtuBus, demo_unit
 
 POINTS: dict[str, dict[str, Any]] = {
     "r0": {"table": "input", "address": 0, "dtype": "uint16"},

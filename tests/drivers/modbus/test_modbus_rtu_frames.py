@@ -23,8 +23,8 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterRequest,
 )
 
-from drivers.modbus import rtu
-from edge.errors import BadFrame, DeviceException
+from cimedge.drivers.modbus import rtu
+from cimedge.edge.errors import BadFrame, DeviceException
 
 units = st.integers(1, 247)
 addresses = st.integers(0, 65535 - 125)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import msgspec
 
-from drivers.modbus import DeviceConfig, Driver
-from edge.model import Quality
-from tools.sim.pump_station import StationState, demo_device, serve, step
+from cimedge.drivers.modbus import DeviceConfig, Driver
+from cimedge.edge.model import Quality
+from cimedge.tools.sim.pump_station import StationState, demo_device, serve, step
 
 ROOT = Path(__file__).parents[3]
 
@@ -86,7 +86,7 @@ async def test_counter_continues_from_counter_start() -> None:
 async def test_subprocess_prints_its_port_and_writes_stats_on_sigterm(tmp_path: Path) -> None:
     stats = tmp_path / "stats.json"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tools.sim.pump_station", "--port", "0", "--speed", "0",
+        sys.executable, "-m", "cimedge.tools.sim.pump_station", "--port", "0", "--speed", "0",
         "--stats-file", str(stats), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
