@@ -15,6 +15,7 @@ import aiomqtt
 import cbor2
 
 from cimedge.edge.errors import SyncError
+from cimedge.stop import reraise_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,17 @@ class Transport:
                         self.host, self.port, identifier=f"gw-{self.dev}",
                         protocol=self.protocol, will=will, timeout=10,
                         **self._kwargs) as client:
+                    # aiomqtt waits for CONNACK, SUBACK and PUBACK with wait_for, which can
+                    # swallow a cancellation (cimedge.stop): check after each
+                    reraise_cancelled()
                     await client.subscribe(self.topic("ack"), qos=1)
+                    reraise_cancelled()
                     if self.on_cmd is not None:
                         await client.subscribe(self.topic("cmd"), qos=1)
+                        reraise_cancelled()
                     await client.publish(self.topic("status"), cbor2.dumps({"online": True}),
                                          qos=1, retain=True)
+                    reraise_cancelled()
                     self._client, attempt = client, 0
                     self.connects += 1
                     self.up.set()
@@ -135,6 +142,7 @@ class Transport:
             finally:
                 self.up.clear()
                 self._client = None
+            reraise_cancelled()  # the MqttError may stand for a swallowed cancellation
             attempt += 1
             await asyncio.sleep(backoff_delay(attempt))
 
@@ -147,3 +155,5 @@ class Transport:
             await client.publish(self.topic(kind), payload, qos=1, timeout=timeout)
         except aiomqtt.MqttError as e:
             raise SyncError(f"publish to {self.host}:{self.port} failed: {e}") from None
+        finally:
+            reraise_cancelled()  # aiomqtt waits for the PUBACK with wait_for (cimedge.stop)

@@ -14,6 +14,7 @@ from cimedge.edge.model import Reading
 from cimedge.edge.control import Controller
 from cimedge.edge.store import Store
 from cimedge.edge.wallclock import WallClock
+from cimedge.stop import reraise_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ async def poll_device(name: str, driver: object, period_s: float, store: Store,
     next_at = None
     while True:
         readings = await driver.read()  # type: ignore[attr-defined]
+        reraise_cancelled()  # a driver's library may have swallowed it: see cimedge.stop
         mono = time.monotonic_ns()
         clock_events = clock.check(time.time_ns(), mono)
         readings = clock.fix(readings, mono)

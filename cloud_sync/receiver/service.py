@@ -27,6 +27,7 @@ from cimedge.cloud_sync.reject import Reject
 from cimedge.cloud_sync.transport import backoff_delay
 from cimedge.cloud_sync.verify import Verified, verify_message
 from cimedge.edge.errors import StoreError
+from cimedge.stop import reraise_cancelled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -137,6 +138,7 @@ class Receiver:
             while True:
                 try:
                     async with self._client() as client:
+                        reraise_cancelled()  # aiomqtt's wait_for may swallow it: cimedge.stop
                         attempt = 0
                         await self._subscribe(client)
                         self.ready.set()
@@ -147,6 +149,7 @@ class Receiver:
                     self.ready.clear()
                     attempt += 1
                     self.metrics["reconnects"] += 1
+                    reraise_cancelled()  # the error may stand for a swallowed cancellation
                     delay = backoff_delay(attempt, self.max_backoff)
                     log.warning("broker %s:%d: %s; reconnecting in %.1f s",
                                 self.host, self.port, exc, delay)
@@ -195,6 +198,7 @@ class Receiver:
                 topic = f"$share/{self.group}/{topic}"
             async with asyncio.timeout(self.timeout):
                 codes = await client.subscribe(topic, qos=1)
+                reraise_cancelled()
             if any(getattr(c, "value", c) >= 0x80 for c in codes):  # noqa: PLR2004
                 msg = f"broker refused subscription {topic}: {codes}"
                 raise aiomqtt.MqttError(msg)
@@ -296,6 +300,7 @@ class Receiver:
                 await asyncio.gather(*(client.publish(f"cim/v1/{dev}/ack",
                                                       encode_ack(seq, ok, err), qos=1)
                                        for dev, seq, ok, err in acks))
+                reraise_cancelled()
             self.metrics["acks_sent"] += len(acks)
         for item in group:
             if item.qos > 0:

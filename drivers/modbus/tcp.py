@@ -20,6 +20,7 @@ from cimedge.drivers.modbus.config import DeviceConfig
 from cimedge.drivers.modbus.plan import BIT_TABLES, Request
 from cimedge.drivers.modbus.rtu import EXCEPTION_NAMES
 from cimedge.edge.errors import BadFrame, DeviceException, DriverError, Timeout
+from cimedge.stop import reraise_cancelled
 
 
 class TcpLink:
@@ -72,8 +73,12 @@ class TcpLink:
         try:
             async with asyncio.timeout(cfg.timeout_s):
                 connected = await client.connect()
+                reraise_cancelled()  # pymodbus connects with wait_for: see cimedge.stop
         except TimeoutError:
             connected = False
+        except asyncio.CancelledError:
+            client.close()
+            raise
         finally:
             if not client.connected:
                 client.close()
@@ -135,7 +140,10 @@ class TcpLink:
         timeout = self.config.timeout_s
         try:
             async with asyncio.timeout(timeout):
-                rr = await call()
+                try:
+                    rr = await call()
+                finally:
+                    reraise_cancelled()  # pymodbus waits with wait_for: see cimedge.stop
         except TimeoutError as exc:
             self.close()
             msg = f"{self.where}: {what}: no answer within {timeout:g} s"

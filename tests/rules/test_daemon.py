@@ -8,14 +8,17 @@ import time
 from collections.abc import Callable
 
 import aiomqtt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cimedge.drivers.modbus import tcp
 from cimedge.edge import commands, config, sites
 from cimedge.edge.daemon import Gateway
 from cimedge.provisioning.identity import ensure_identity
 from cimedge.tools.broker import free_port
 from cimedge.tools.sim import pump_pair
+from tests.same_step import SameStep, stop
 
 
 async def until(cond: Callable[[], object], timeout: float = 20.0) -> None:
@@ -88,4 +91,29 @@ async def test_signed_commands_over_mqtt_apply_once(tmp_path, broker):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await pp.close()
+
+
+@pytest.mark.parametrize("driver_checks", [True, False], ids=["driver", "poller"])
+async def test_a_stop_that_lands_with_a_modbus_answer_stops_the_daemon(
+        tmp_path, monkeypatch, driver_checks):
+    """SIGTERM in the loop step of a Modbus answer: 3.11's wait_for would swallow it and the
+    TaskGroup would wait for that poll task forever (cimedge/stop.py). The driver puts the
+    cancellation back; should a driver not, the poller does."""
+    if not driver_checks:
+        monkeypatch.setattr(tcp, "reraise_cancelled", lambda: None)
+    race = SameStep().modbus(monkeypatch)
+    pp = await pump_pair.serve(speed=0, seed=2)
+    site = pump_site(tmp_path, pp, f"mqtt://127.0.0.1:{free_port()}")
+    key, _ = ensure_identity(tmp_path, "ps-test-01", "pump_station")
+    gw = Gateway(site, key)
+    task = asyncio.create_task(gw.run(), name="gateway")
+    try:
+        await until(lambda: gw.poll_stats.ticks >= 4)
+        race.arm(task)  # the stop comes with the next answer, as a SIGTERM can
+        done, _ = await asyncio.wait({task}, timeout=30)
+        assert race.fired == 1
+        assert task in done and task.cancelled()
+    finally:
+        await stop(task)
         await pp.close()

@@ -14,6 +14,7 @@ from cimedge.drivers.modbus import DeviceConfig, Driver
 from cimedge.edge.errors import DeviceException, DriverError
 from cimedge.edge.model import Quality, Reading
 from cimedge.tools.sim.pump_station import PumpStation, demo_device, serve
+from tests.same_step import SameStep
 
 
 @pytest.fixture
@@ -222,6 +223,20 @@ async def test_cancelling_a_read_in_flight_is_prompt(station: PumpStation) -> No
         assert (health.timeouts, health.state) == (0, "unknown")  # a cancel is not a device failure
         station.unmute()
         assert all(r.quality is Quality.GOOD for r in await driver.read())
+
+
+async def test_a_read_cancelled_in_the_step_its_answer_arrives_ends_cancelled(
+    station: PumpStation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pymodbus waits with wait_for, which on 3.11 would hand the answer back (cimedge/stop.py)."""
+    race = SameStep().modbus(monkeypatch)
+    async with Driver("ps1", config(station.port)) as driver:
+        task = asyncio.create_task(driver.read(), name="read")
+        race.arm(task)
+        done, _ = await asyncio.wait({task}, timeout=30)
+        assert race.fired == 1
+        assert task in done and task.cancelled()
+        assert all(r.quality is Quality.GOOD for r in await driver.read())  # a fresh link
 
 
 async def test_an_outer_timeout_still_works_around_read(station: PumpStation) -> None:
