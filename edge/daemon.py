@@ -7,10 +7,8 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sqlite3
 import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -133,27 +131,3 @@ def _health(driver: Any) -> dict[str, Any]:
 
 def _opt(site: Site, p: str) -> Path | None:
     return site.path(p) if p else None
-
-
-def run_until_signalled(main: Coroutine[Any, Any, None], duration: float | None = None) -> None:
-    """Run ``main``; SIGTERM, SIGINT or the end of ``duration`` cancel it for a clean stop."""
-
-    async def runner() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            if duration is None:
-                await main
-            else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(duration):
-                        await main
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-
-    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(runner())

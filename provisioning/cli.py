@@ -99,9 +99,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _run(config: Path) -> int:
     from cimedge.edge import config as site_config
-    from cimedge.edge.daemon import Gateway, run_until_signalled
+    from cimedge.edge.daemon import Gateway
     from cimedge.provisioning import rotate
     from cimedge.provisioning.identity import load_key
+    from cimedge.stop import run_until_signalled
 
     site = site_config.load(config)
     key = load_key(site.path(site.gateway.key_file))

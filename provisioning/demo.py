@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from cimedge.edge import config as site_config
-from cimedge.edge.daemon import Gateway, run_until_signalled
+from cimedge.edge.daemon import Gateway
 from cimedge.edge.errors import CimEdgeError
 from cimedge.provisioning.identity import ensure_identity
+from cimedge.stop import run_until_signalled
 
 DEVICE_ID = "ps-demo-01"
 

@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     from cimedge.cloud_sync.receiver.registry import open_registry
     from cimedge.cloud_sync.receiver.service import Receiver
     from cimedge.cloud_sync.transport import make_tls_context, parse_broker, read_password
-    from cimedge.edge.daemon import run_until_signalled
+    from cimedge.stop import run_until_signalled
 
     # Broker settings first: a wrong file path is one sentence before anything is opened.
     host, port, tls = parse_broker(args.broker)
