@@ -2,6 +2,7 @@
 
     python -m cimedge.tools.crashtest --kills 50                 # kill the gateway
     python -m cimedge.tools.crashtest --kills 50 --target receiver
+    python -m cimedge.tools.crashtest --kills 200 --signal term  # stop it cleanly, 200 times
 
 It runs a private mosquitto, the pump-station simulator, `cimedge receiver run` and
 `cimedge run` as separate processes, all on loopback. The simulator's counter register
@@ -14,8 +15,10 @@ simulator is stopped, the gateway drains, and the tool prints:
     stored     distinct values the receiver stored
     lost       committed but not stored        (target 0)
     duplicated stored more than once           (target 0)
+    unclean    with --signal term: stops that did not exit 0 (target 0; the daemon's own
+               deadline, cimedge/stop.py, turns a stop that hangs into exit status 70)
 
-Exit status 0 only when lost and duplicated are both 0.
+Exit status 0 only when lost, duplicated and unclean are all 0.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from cimedge.provisioning.identity import ensure_identity
 from cimedge.tools.broker import Mosquitto
 
 COUNTER = f"{DEVICE_ID}:ps1.counter"
+SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
+STOP_GUARD_S = 60.0  # far past the daemon's own 5 s stop deadline: only a bug gets here
+HUNG = -1000  # the exit status recorded for a process that had to be killed after the guard
 
 
 class Rig:
@@ -48,8 +54,7 @@ class Rig:
         self.broker = Mosquitto(workdir=work / "mosquitto")
         (work / "mosquitto").mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.env = {**os.environ, "CIMEDGE_STORE_AUDIT": "1",
-                    "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        self.env = {**os.environ, "CIMEDGE_STORE_AUDIT": "1"}
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
@@ -83,10 +88,16 @@ class Rig:
                                  "--registry", str(self.work / "registry.sqlite"),
                                  "--enroll", str(self.enrollment), "--client-id", "crash-rx"])
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` and wait for the exit: its status, or HUNG if it never came."""
         p = self.procs[name]
-        p.send_signal(signal.SIGKILL)
-        p.wait()
+        p.send_signal(sig)
+        try:
+            return p.wait(STOP_GUARD_S)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            return HUNG
 
     def stop(self, name: str) -> None:
         p = self.procs.pop(name, None)
@@ -133,9 +144,11 @@ def _wait_for_growth(count, n: int, timeout: float) -> None:  # noqa: ANN001
 
 
 def run(kills: int, target: str, seed: int, work: Path, poll: float, gap: tuple[float, float],
-        drain_timeout: float, out=sys.stdout, min_new: int = 3) -> dict[str, int]:  # noqa: ANN001
+        drain_timeout: float, out=sys.stdout, min_new: int = 3,  # noqa: ANN001
+        sig: str = "kill") -> dict[str, int]:
     rnd = random.Random(seed)
     rig = Rig(work, poll)
+    exits: Counter[int] = Counter()
     try:
         rig.start()
         progress = committed if target == "gateway" else stored
@@ -144,9 +157,10 @@ def run(kills: int, target: str, seed: int, work: Path, poll: float, gap: tuple[
             # random moment after that, so a slow machine still crashes it under load
             _wait_for_growth(lambda: len(progress(work)), min_new, timeout=60)
             time.sleep(rnd.uniform(*gap))
-            rig.kill(target)
+            status = rig.kill(target, SIGNALS[sig])
+            exits[status] += 1
             (rig.start_gateway if target == "gateway" else rig.start_receiver)()
-            print(f"kill {i + 1}/{kills} of the {target}", file=out, flush=True)
+            print(f"{sig} {i + 1}/{kills} of the {target}: exit {status}", file=out, flush=True)
         time.sleep(gap[1])
         rig.stop("sim")  # from here the simulator serves nothing more; the gateway drains
         deadline = time.monotonic() + drain_timeout
@@ -162,6 +176,9 @@ def run(kills: int, target: str, seed: int, work: Path, poll: float, gap: tuple[
               "stored": len(got), "lost": len(set(com) - set(got)),
               "duplicated": sum(n - 1 for n in got.values() if n > 1),
               "served_not_committed": len(served - set(com))}
+    if sig == "term":
+        result["unclean"] = sum(n for status, n in exits.items() if status != 0)
+        result["hung"] = exits[HUNG]
     print("\n".join(f"{k:<22}{v:>10}" for k, v in result.items()), file=out)
     return result
 
@@ -170,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cimedge.tools.crashtest", description=__doc__.split("\n")[0])
     p.add_argument("--kills", type=int, default=50)
     p.add_argument("--target", choices=("gateway", "receiver"), default="gateway")
+    p.add_argument("--signal", choices=tuple(SIGNALS), default="kill",
+                   help="kill: SIGKILL (a crash); term: SIGTERM, a clean stop that must exit 0")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--poll", type=float, default=0.05, help="gateway poll period, s")
     p.add_argument("--min-gap", type=float, default=0.3, help="least time between kills, s")
@@ -180,9 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="cimedge-crash-"))
     work.mkdir(parents=True, exist_ok=True)
     result = run(args.kills, args.target, args.seed, work, args.poll,
-                 (args.min_gap, args.max_gap), args.drain_timeout)
+                 (args.min_gap, args.max_gap), args.drain_timeout, sig=args.signal)
     print(f"files: {work}")
-    return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
+    bad = result["lost"] or result["duplicated"] or result.get("unclean", 0)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
