@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -129,13 +130,11 @@ class Transport:
                     self.connects += 1
                     self.up.set()
                     log.info("connected to %s:%d", self.host, self.port)
-                    async for message in client.messages:
-                        if not isinstance(message.payload, bytes | bytearray):
-                            continue
-                        if message.topic.value.endswith("/cmd") and self.on_cmd is not None:
-                            await self.on_cmd(bytes(message.payload))
-                        else:
-                            await self.on_ack(bytes(message.payload))
+                    try:
+                        await self._dispatch(client)
+                    except asyncio.CancelledError:
+                        await self._say_offline(client)
+                        raise
             except aiomqtt.MqttError as e:
                 self.last_error = str(e)
                 log.warning("broker %s:%d: %s", self.host, self.port, e)
@@ -145,6 +144,22 @@ class Transport:
             reraise_cancelled()  # the MqttError may stand for a swallowed cancellation
             attempt += 1
             await asyncio.sleep(backoff_delay(attempt))
+
+    async def _dispatch(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if not isinstance(message.payload, bytes | bytearray):
+                continue
+            if message.topic.value.endswith("/cmd") and self.on_cmd is not None:
+                await self.on_cmd(bytes(message.payload))
+            else:
+                await self.on_ack(bytes(message.payload))
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """On a clean stop, replace the retained status by hand: the broker publishes the
+        will only when a connection breaks, not on a normal DISCONNECT."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await client.publish(self.topic("status"), cbor2.dumps({"online": False}),
+                                 qos=1, retain=True, timeout=2.0)
 
     async def publish(self, kind: str, payload: bytes, timeout: float = 10.0) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK; SyncError when the link is down."""

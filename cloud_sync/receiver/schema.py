@@ -60,6 +60,17 @@ CREATE TABLE IF NOT EXISTS conflicts (
     Migration(2, "index readings by device and time, for export --dev --since", """
 CREATE INDEX IF NOT EXISTS readings_by_dev_time ON readings (dev, t);
 """),
+    Migration(3, "gateway status; indexes for the fleet view, charts and open alarms", """
+CREATE TABLE IF NOT EXISTS gateway_status (
+    dev TEXT PRIMARY KEY, online INTEGER, status_ns INTEGER NOT NULL, changed_ns INTEGER,
+    seen_ns INTEGER, sent_ts REAL, signed INTEGER NOT NULL DEFAULT 0, kid BLOB,
+    sw TEXT, config TEXT, contract INTEGER, backlog INTEGER, oldest_unacked_s REAL,
+    clock TEXT, devices TEXT, extra TEXT NOT NULL DEFAULT '{}', raw BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_dev_received ON messages (dev, received_ns);
+CREATE INDEX IF NOT EXISTS readings_by_point_time ON readings (dev, name, t);
+CREATE INDEX IF NOT EXISTS events_by_alarm ON events (dev, point, rule, t);
+"""),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -91,6 +102,18 @@ CREATE TABLE IF NOT EXISTS conflicts (
 """),
     Migration(2, "index readings by device and time, for export --dev --since", """
 CREATE INDEX IF NOT EXISTS readings_by_dev_time ON readings (dev, t);
+"""),
+    Migration(3, "gateway status; indexes for the fleet view, charts and open alarms", """
+CREATE TABLE IF NOT EXISTS gateway_status (
+    dev text PRIMARY KEY, online boolean, status_ns bigint NOT NULL, changed_ns bigint,
+    seen_ns bigint, sent_ts double precision, signed boolean NOT NULL DEFAULT false,
+    kid bytea, sw text, config text, contract bigint, backlog bigint,
+    oldest_unacked_s double precision, clock text, devices jsonb,
+    extra jsonb NOT NULL DEFAULT '{}', raw bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_dev_received ON messages (dev, received_ns);
+CREATE INDEX IF NOT EXISTS readings_by_point_time ON readings (dev, name, t);
+CREATE INDEX IF NOT EXISTS events_by_alarm ON events (dev, point, rule, t);
 """),
 )
 

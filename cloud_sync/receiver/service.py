@@ -20,7 +20,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cimedge.cloud_sync.ack import encode_ack
+from cimedge.cloud_sync.receiver.fleetdb import FleetDB
 from cimedge.cloud_sync.receiver.registry import DEVICE_ID, Keys
+from cimedge.cloud_sync.receiver.status import decode_status
 from cimedge.cloud_sync.receiver.store import Refusal, Result, Store, StoreThread, open_store
 from cimedge.cloud_sync.receiver.store import is_postgres_url
 from cimedge.cloud_sync.reject import Reject
@@ -68,6 +70,7 @@ class _Item:
     verified: Verified | None = None
     reject: Reject | None = None
     failed: bool = False  # the registry could not be asked: no ack, the gateway resends
+    arrived: float = 0.0  # time.monotonic() when it came in: the ack latency starts here
 
 
 class Receiver:
@@ -125,9 +128,17 @@ class Receiver:
         self.metrics: dict[str, Any] = {
             "received": 0, "stored": 0, "duplicates": 0, "acks_sent": 0,
             "rejects": self.rejects, "errors": 0, "reconnects": 0, "commits": 0,
-            "readings": 0,
+            "readings": 0, "statuses": 0, "status_rejects": Counter(),
         }
+        # Called with each ack's latency (arrival to ack published, seconds): the web
+        # view's Prometheus histogram, when it runs in this process.
+        self.ack_latency: Callable[[float], None] | None = None
+        self._queue: asyncio.Queue[_Item] | None = None
         self._store: StoreThread | None = None
+
+    def queued(self) -> tuple[int, int]:
+        """Verified messages waiting for their commit: (how many, their bytes on the wire)."""
+        return (self._queue.qsize() if self._queue else 0), max(0, self._queued_bytes)
 
     async def run(self) -> None:
         """Receive until cancelled, reconnecting with full-jitter backoff when the broker goes."""
@@ -202,12 +213,21 @@ class Receiver:
             if any(getattr(c, "value", c) >= 0x80 for c in codes):  # noqa: PLR2004
                 msg = f"broker refused subscription {topic}: {codes}"
                 raise aiomqtt.MqttError(msg)
+        # Status is not shared: every receiver keeps every gateway's latest status, and a
+        # plain subscription gets the retained ones (a shared subscription gets none).
+        async with asyncio.timeout(self.timeout):
+            await client.subscribe("cim/v1/+/status", qos=1)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """Receive and commit side by side until the connection breaks (which raises)."""
         queue: asyncio.Queue[_Item] = asyncio.Queue()  # bounded by the inflight window
-        tasks = {asyncio.create_task(self._receive(client, queue), name="receiver-verify"),
-                 asyncio.create_task(self._commit_loop(client, queue), name="receiver-commit")}
+        statuses: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()  # bounded likewise
+        self._queue = queue
+        tasks = {asyncio.create_task(self._receive(client, queue, statuses),
+                                     name="receiver-verify"),
+                 asyncio.create_task(self._commit_loop(client, queue), name="receiver-commit"),
+                 asyncio.create_task(self._status_loop(client, statuses),
+                                     name="receiver-status")}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -219,14 +239,19 @@ class Receiver:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _receive(self, client: aiomqtt.Client, queue: asyncio.Queue[_Item]) -> None:
+    async def _receive(self, client: aiomqtt.Client, queue: asyncio.Queue[_Item],
+                       statuses: asyncio.Queue[aiomqtt.Message]) -> None:
         self._queued_bytes = 0
         async for message in client.messages:
+            if message.topic.value.endswith("/status"):
+                statuses.put_nowait(message)
+                continue
             while self._queued_bytes > self.max_queued_bytes:
                 self._drained.clear()  # the broker keeps the rest: PUBACKs wait for commits
                 await self._drained.wait()
             self.metrics["received"] += 1
             item = self._check(message.topic.value, message.payload, message.mid, message.qos)
+            item.arrived = time.monotonic()
             self._queued_bytes += item.size
             queue.put_nowait(item)
             # Let the committer take what is queued now: at low load a message commits at
@@ -275,6 +300,7 @@ class Receiver:
                     for i in group if i.verified is None and not i.failed]
         results = iter(await self._commit(verified, refusals))
         acks: list[tuple[str, int, bool, str | None]] = []
+        acked: list[_Item] = []
         for item in group:
             if item.failed:
                 continue
@@ -289,12 +315,14 @@ class Receiver:
                     if result == "stored":
                         self.metrics["readings"] += len(item.verified.records)
                     acks.append((item.dev, item.verified.seq, True, None))
+                    acked.append(item)
                     continue
             self._count(item)
             if item.reject is not None and item.known:
                 seq = item.reject.seq
                 seq = seq if type(seq) is int and 0 <= seq <= _MAX_SEQ else 0
                 acks.append((item.dev, seq, False, item.reject.reason))
+                acked.append(item)
         if acks:
             async with asyncio.timeout(self.timeout):
                 await asyncio.gather(*(client.publish(f"cim/v1/{dev}/ack",
@@ -302,9 +330,54 @@ class Receiver:
                                        for dev, seq, ok, err in acks))
                 reraise_cancelled()
             self.metrics["acks_sent"] += len(acks)
+            if self.ack_latency is not None:
+                now = time.monotonic()
+                for item in acked:
+                    self.ack_latency(now - item.arrived)
         for item in group:
             if item.qos > 0:
                 client._client.ack(item.mid, item.qos)  # noqa: SLF001
+
+    async def _status_loop(self, client: aiomqtt.Client,
+                           statuses: asyncio.Queue[aiomqtt.Message]) -> None:
+        """Keep each enrolled gateway's latest status; a status is state, not data, so a
+        refused or unstorable one is counted and PUBACKed all the same."""
+        while True:
+            message = await statuses.get()
+            await self._take_status(message)
+            if message.qos > 0:
+                client._client.ack(message.mid, message.qos)  # noqa: SLF001
+
+    async def _take_status(self, message: aiomqtt.Message) -> None:
+        rejects: Counter[str] = self.metrics["status_rejects"]
+        parts = message.topic.value.split("/")
+        dev = parts[2] if len(parts) == 4 else ""  # noqa: PLR2004 - cim/v1/{dev}/status
+        payload = message.payload
+        try:
+            if not DEVICE_ID.fullmatch(dev) or not isinstance(payload, bytes | bytearray):
+                raise Reject("malformed_payload", "not cim/v1/{dev}/status with bytes")
+            status = decode_status(dev, bytes(payload))
+            if not self.registry.has_device(dev):
+                rejects["unknown_device"] += 1
+                return
+        except Reject as r:
+            rejects[r.reason] += 1
+            log.warning("status of %s refused: %s", dev or "?", r)
+            return
+        except Exception:  # noqa: BLE001 - a registry outage: count it, go on
+            rejects["error"] += 1
+            log.exception("cannot check the status of %s", dev)
+            return
+        received_ns, live = time.time_ns(), not message.retain
+        assert self._store is not None  # noqa: S101 - run() opens it first
+        try:
+            await self._store.call(lambda s: FleetDB(s).record_status(
+                status, received_ns, live=live))
+        except Exception:  # noqa: BLE001 - the next status replaces it anyway
+            rejects["error"] += 1
+            log.exception("cannot store the status of %s", dev)
+            return
+        self.metrics["statuses"] += 1
 
     def _count(self, item: _Item) -> None:
         reason = item.reject.reason if item.reject else "bad_topic"
