@@ -87,7 +87,40 @@ def add_parsers(sub: Subparsers) -> None:
                     help="csv (the only format: Parquet would add pyarrow, see README)")
     ex.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
     ex.set_defaults(handler=export)
+    fl = _cmd(rsub, "fleet", "every enrolled gateway: state, last seen, backlog, versions, "
+              "open alarms; silent ones first",
+              "cimedge receiver fleet --db receiver.sqlite --silent-after lamp_pole=1800",
+              "List every gateway the registry knows with its online/offline state, when it "
+              "was last heard from, its backlog and versions (from its status), and its open "
+              "alarms. Gateways enrolled but never seen, or not seen for longer than their "
+              "site type allows, are flagged silent (`!`) and listed first.")
+    fl.add_argument("--db", required=True, metavar="FILE|URL",
+                    help="the receiver's SQLite file or postgresql:// URL (opened read-only)")
+    fl.add_argument("--registry", metavar="FILE|URL",
+                    help="the key registry (default: as for `receiver run`)")
+    fl.add_argument("--silent-after", type=_silent_after, action="append", default=[],
+                    metavar="TYPE=SECONDS",
+                    help="how long a site type may go unheard (repeatable; defaults: "
+                         "pump_station and utility_tunnel 180, lamp_pole and roadside_unit "
+                         "900, others 900)")
+    fl.add_argument("--json", action="store_true", help="print the fleet as JSON")
+    fl.set_defaults(handler=fleet)
+    from cimedge.cloud_sync.receiver.webcli import add_web_parsers
+
+    add_web_parsers(rsub, _cmd)
     _add_registry(sub)
+
+
+def _silent_after(text: str) -> tuple[str, float]:
+    site_type, sep, seconds = text.partition("=")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = -1.0
+    if not sep or not site_type or not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not TYPE=SECONDS (a site type and a "
+                                         "positive number of seconds)")
+    return site_type, value
 
 
 def _add_run(rsub: Subparsers) -> None:
@@ -125,6 +158,9 @@ def _add_run(rsub: Subparsers) -> None:
     tls.add_argument("--username", default="", help="MQTT user name, where the broker wants one")
     tls.add_argument("--password-file", type=Path, metavar="FILE",
                      help="a file holding the MQTT password (never on the command line)")
+    from cimedge.cloud_sync.receiver.webcli import add_http_options
+
+    add_http_options(rr, required=False)
     rr.set_defaults(handler=run)
 
 
@@ -208,10 +244,25 @@ def run(args: argparse.Namespace) -> int:
                         client_id=args.client_id, tls_context=tls_context,
                         username=args.username, password=password, **options)
     receiver.on_ready = lambda: _announce(receiver, args.db)
+    main: Any = _with_metrics(receiver, args.metrics_every)
+    web = None
+    if args.http:
+        from cimedge.cloud_sync.receiver.store import open_store
+        from cimedge.cloud_sync.receiver.webcli import web_parts
+
+        open_store(args.db).close()  # made and migrated before the web reads it
+        web, app, sock, url, tls = web_parts(args, path, receiver)
+        from cimedge.cloud_sync.receiver.web.serve import serve, together
+
+        main = together(main, serve(app, sock, **tls, on_ready=lambda: print(
+            f"web ready: {url}", flush=True)))
     try:
-        run_until_signalled(_with_metrics(receiver, args.metrics_every))
+        run_until_signalled(main)
     finally:
         registry.close()
+        if web is not None:
+            web.close()
+            web.state.close()
         m = receiver.metrics
         print(f"receiver {receiver.client_id} stopped: received {m['received']}, "
               f"stored {m['stored']}, duplicates {m['duplicates']}, "
@@ -298,6 +349,31 @@ def export(args: argparse.Namespace) -> int:
         print(f"wrote {n} readings of {args.dev} to {args.out}", file=sys.stderr)
     finally:
         store.close()
+    return 0
+
+
+@_to_stdout
+def fleet(args: argparse.Namespace) -> int:
+    from cimedge.cloud_sync.receiver.fleet import fleet_lines, fleet_rows
+    from cimedge.cloud_sync.receiver.fleetdb import FleetDB
+    from cimedge.cloud_sync.receiver.registry import open_registry
+    from cimedge.cloud_sync.receiver.store import open_store
+
+    registry = open_registry(_registry_target(args), readonly=True)
+    try:
+        keys = registry.list()
+    finally:
+        registry.close()
+    store = open_store(args.db, readonly=True)
+    try:
+        now = time.time()
+        rows = fleet_rows(keys, FleetDB(store), now, dict(args.silent_after))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"generated": now, "gateways": [r.as_json() for r in rows]}, indent=2))
+    else:
+        print("\n".join(fleet_lines(rows, now)))
     return 0
 
 
