@@ -22,6 +22,7 @@ from cimedge.edge.config import Site
 from cimedge.edge.control import Controller
 from cimedge.edge.model import Reading
 from cimedge.edge.poller import PollStats, poll_device
+from cimedge.edge.promfile import Textfile
 from cimedge.edge.rules import Rules
 from cimedge.edge.store import Depth, Store
 from cimedge.edge.wallclock import WallClock
@@ -49,6 +50,7 @@ class Gateway:
         self.clock = WallClock()
         self.poll_stats = PollStats()
         self.started = time.time()
+        self.textfile = Textfile(self.store_path.parent)  # node-exporter figures, never fatal
 
     async def run(self) -> None:
         """Run until cancelled; shutdown stops polling first and closes the store last."""
@@ -118,8 +120,10 @@ class Gateway:
         }
 
     def _write_status(self) -> None:
+        status = self.status()
+        self.textfile.write(status)
         tmp = self.status_path.with_name(STATUS_FILE + ".new")
-        tmp.write_text(json.dumps(self.status(), indent=1))
+        tmp.write_text(json.dumps(status, indent=1))
         os.replace(tmp, self.status_path)
 
 
