@@ -1,0 +1,1 @@
+"""The operator's web view over the receiver's store (pip install 'cimedge[web]')."""
