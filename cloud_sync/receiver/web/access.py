@@ -48,10 +48,10 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", [])
-                           if h[0].lower() != b"cache-control" or static]
+                           if h[0].lower() != b"cache-control"]
                 headers += _HEADERS
-                if not static:
-                    headers.append((b"cache-control", b"no-store"))
+                # Data never lands in a cache; scripts are revalidated (ETag) on each load.
+                headers.append((b"cache-control", b"no-cache" if static else b"no-store"))
                 if self.hsts:
                     headers.append((b"strict-transport-security", b"max-age=31536000"))
                 message["headers"] = headers
