@@ -308,8 +308,13 @@ def build_app(web: Web) -> Starlette:  # noqa: C901, PLR0915 - the route table, 
         open_, recent = await web.read(both)
         acks = await web.web(lambda s: s.acks())
         keys = ("dev", "seq", "t", "point", "kind", "rule", "value", "msg")
-        return JSONResponse({"open": [_alarm_json(a, acks) for a in open_],
-                             "recent": [dict(zip(keys, e, strict=True)) for e in recent]})
+        history = []
+        for e in recent:
+            row = dict(zip(keys, e, strict=True))
+            ack = acks.get((row["dev"], row["seq"], row["point"], row["rule"]))
+            history.append({**row, "ack": asdict(ack) if ack and row["kind"] == "raise"
+                            else None})
+        return JSONResponse({"open": [_alarm_json(a, acks) for a in open_], "recent": history})
 
     @guard(who_is, change=True, operator=True)
     async def ack_alarm(request: Request, who: Principal) -> Response:

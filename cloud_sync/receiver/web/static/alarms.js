@@ -8,7 +8,7 @@
     fill(document.querySelector("#recent tbody"), data.recent.map((e) => el("tr", {},
       el("td", {}, iso(e.t)), el("td", {}, el("a", {href: `/gateway/${e.dev}`}, e.dev)),
       el("td", {class: `kind-${e.kind}`}, e.kind), el("td", {}, e.point), el("td", {}, e.rule),
-      el("td", {class: "num"}, num(e.value)), el("td", {}, e.msg))));
+      el("td", {class: "num"}, num(e.value)), el("td", {}, e.msg), ackCell(e))));
     document.body.dataset.loaded = String(Date.now());
   }
   load();

@@ -4,10 +4,10 @@ function alarmRows(alarms, reload) {
   const {el, iso, num} = CIM;
   return alarms.map((a) => {
     let ackCell;
-    if (a.ack) ackCell = el("td", {class: "acked"}, `by ${a.ack.by} at ${iso(a.ack.at)}`);
+    const key = `${a.dev}/${a.seq}/${a.point}/${a.rule}`;
+    if (a.ack) ackCell = el("td", {class: "acked", "data-key": key}, `by ${a.ack.by} at ${iso(a.ack.at)}`);
     else if (CIM.operator) {
-      ackCell = el("td", {}, el("button", {type: "button", class: "ack",
-        "data-key": `${a.dev}/${a.seq}/${a.point}/${a.rule}`,
+      ackCell = el("td", {}, el("button", {type: "button", class: "ack", "data-key": key,
         onclick: async (ev) => {
           ev.target.disabled = true;
           try { await CIM.api("/api/v1/alarms/ack", {method: "POST",
@@ -15,10 +15,18 @@ function alarmRows(alarms, reload) {
           catch (e) { alert(e.message); }
           reload();
         }}, "Acknowledge"));
-    } else ackCell = el("td", {class: "unacked"}, "not yet");
+    } else ackCell = el("td", {class: "unacked", "data-key": key}, "not yet");
     return el("tr", {class: a.ack ? "" : "alarm"},
       el("td", {}, iso(a.t)), el("td", {}, el("a", {href: `/gateway/${a.dev}`}, a.dev)),
       el("td", {}, a.point), el("td", {}, a.rule), el("td", {class: "num"}, num(a.value)),
       el("td", {}, a.msg), ackCell);
   });
+}
+
+// The acknowledgement of a raise in the history, whether or not it has cleared since.
+function ackCell(e) {
+  if (e.kind !== "raise") return CIM.el("td", {});
+  const key = `${e.dev}/${e.seq}/${e.point}/${e.rule}`;
+  return e.ack ? CIM.el("td", {class: "acked", "data-key": key}, `by ${e.ack.by} at ${CIM.iso(e.ack.at)}`)
+               : CIM.el("td", {class: "unacked", "data-key": key}, "not yet");
 }
