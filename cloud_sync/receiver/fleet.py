@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from cimedge.cloud_sync.receiver.fleetdb import Alarm, FleetDB
@@ -45,7 +45,10 @@ class FleetRow:
     open_alarms: int
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(FleetRow))
 
 
 def silent_after(site_type: str, overrides: Mapping[str, float] | None = None) -> float:
