@@ -9,6 +9,7 @@ of a 1-s point, and the start-up and memory of `receiver run` with and without -
    and p90 are printed.
 3. Start-up: `cimedge receiver run` against a private Mosquitto, time from exec to its
    ready line(s) and its RSS then, without and with `--http 127.0.0.1:0`.
+4. What schema 3's indexes cost the store: the same commits with them and without.
 
     .venv/bin/python -m bench.web_bench                   # SQLite
     .venv/bin/python -m bench.web_bench --pg postgresql://postgres@127.0.0.1:5432/postgres
@@ -162,6 +163,58 @@ def startup(tmp: Path) -> list[tuple[str, float, float]]:
     return out
 
 
+_NEW_INDEXES = ("readings_by_point_time", "messages_by_dev_received", "events_by_alarm")
+
+
+def index_cost(tmp: Path, pg: str | None, rounds: int = 3) -> list[tuple[str, str, float]]:
+    """Store commits of 2,000 batches of 100 readings (64 a transaction), with schema 3's
+    indexes and with them dropped, A B A B: (store, which, readings/s median)."""
+    from cimedge.cloud_sync.receiver.registry import Registry
+    from cimedge.cloud_sync.receiver.store import open_store
+    from cimedge.cloud_sync.verify import verify_message
+    from cimedge.tools.fleet import Fleet
+
+    fleet = Fleet(200, seed="index-cost")
+    fleet.enroll(tmp / "idx-registry.sqlite")
+    reg = Registry(tmp / "idx-registry.sqlite", readonly=True)
+    now = time.time()
+    vs = [verify_message(m.dev, "batch", m.payload, reg.lookup, now=now)
+          for m in fleet.build(10, 100)]
+    reg.close()
+
+    def once(target: str, drop: bool) -> float:  # noqa: FBT001
+        store = open_store(target)
+        conn = getattr(store, "_db", None) or store._live()  # type: ignore[attr-defined]  # noqa: SLF001
+        for name in _NEW_INDEXES if drop else ():
+            conn.execute(f"DROP INDEX {name}")
+        t = time.perf_counter()
+        for i in range(0, len(vs), 64):
+            store.commit(vs[i:i + 64])
+        took = time.perf_counter() - t
+        store.close()
+        return len(vs) * 100 / took
+
+    out: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for drop in (True, False):
+            which = "schema 2 indexes" if drop else "schema 3 indexes"
+            out.setdefault(("SQLite", which), []).append(
+                once(str(tmp / f"idx-{uuid.uuid4().hex[:6]}.sqlite"), drop))
+            if pg:
+                import psycopg
+
+                name = f"cim_idx_{uuid.uuid4().hex[:8]}"
+                with psycopg.connect(pg, autocommit=True) as admin:
+                    admin.execute(f'CREATE DATABASE "{name}"')
+                try:
+                    out.setdefault(("PostgreSQL", which), []).append(
+                        once(pg.rsplit("/", 1)[0] + f"/{name}", drop))
+                finally:
+                    with psycopg.connect(pg, autocommit=True) as admin:
+                        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return [(store, which, statistics.median(xs)) for (store, which), xs in sorted(out.items())]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gateways", type=int, default=1000)
@@ -202,6 +255,9 @@ def main() -> int:
         print(f"\n{'start-up':30} {'to ready':>9} {'RSS':>9}")
         for what, took, rss in startup(tmp):
             print(f"{what:30} {took:7.2f} s {rss:6.1f} MiB")
+        print("\nstore commits (2,000 batches of 100 readings, 64 per transaction, median of 3)")
+        for store, which, rate in index_cost(tmp, args.pg):
+            print(f"{store:12} {which:18} {rate:9,.0f} readings/s")
     return 0
 
 

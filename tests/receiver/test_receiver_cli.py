@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rxkit import T0, Device
 
+from cimedge.cloud_sync.receiver import schema
 from cimedge.cloud_sync.receiver.registry import Registry
 from cimedge.cloud_sync.receiver.store import SqliteStore
 from cimedge.cloud_sync.verify import verify_message
@@ -138,7 +139,7 @@ def test_receiver_stats(capsys: pytest.CaptureFixture[str], receiver_db: Path,
     code, out, _ = run(capsys, "receiver", "stats", "--json", "--db", str(receiver_db))
     assert code == 0
     assert json.loads(out) == {
-        "schema_version": 2, "unknown_rejects": {"unknown_kid": 1},
+        "schema_version": schema.LATEST, "unknown_rejects": {"unknown_kid": 1},
         "devices": {device.dev: {"last_seq": 5, "messages": 3, "missing": 2,
                                  "last_seen": "2025-11-24T16:00:00.000000Z", "gaps": [[3, 4]],
                                  "rejects": {"bad_signature": 1}}}}
