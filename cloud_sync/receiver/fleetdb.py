@@ -225,7 +225,9 @@ class FleetDB:
             "SELECT CAST((t - :t0) / :w AS INTEGER) AS b, MIN(x), MAX(x), COUNT(*), MIN(t) "
             "FROM (SELECT t, COALESCE(v, vb) AS x FROM readings WHERE dev = :d AND name = :n "
             "AND t >= :t0 AND t < :t1) WHERE x IS NOT NULL GROUP BY b ORDER BY b",
-            "SELECT floor((EXTRACT(EPOCH FROM t) - %(t0)s) / %(w)s)::bigint AS b, min(x), "
+            # date_part, not EXTRACT: since PostgreSQL 14 EXTRACT returns numeric, which
+            # made the per-row arithmetic of a day's chart twice as slow.
+            "SELECT floor((date_part('epoch', t) - %(t0)s) / %(w)s)::bigint AS b, min(x), "
             "max(x), count(*), EXTRACT(EPOCH FROM min(t))::float8 FROM (SELECT t, "
             "COALESCE(v, vb::int::float8) AS x FROM readings WHERE dev = %(d)s AND name = %(n)s "
             "AND t >= to_timestamp(%(t0)s) AND t < to_timestamp(%(t1)s)) AS r "

@@ -3,8 +3,14 @@ token, the wrong role, CSRF missing or wrong, a foreign origin or host)."""
 
 from __future__ import annotations
 
+import json
 import re
+import ssl
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -298,3 +304,56 @@ def test_web_state_in_postgresql(pg_url: str) -> None:
     assert state.remove("dana") == "user"
     state.close()
     assert WebState(pg_url).accounts() == [("mon", "token", "read-only", False)]
+
+
+def _serve(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """`cimedge receiver web` as a process; its URL from the ready line."""
+    p = subprocess.Popen([sys.executable, "-m", "cimedge.provisioning.cli", "receiver", "web",
+                          "--db", str(tmp / "rx.sqlite"), "--http", "127.0.0.1:0", *extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.startswith("web ready: "), p.stderr.read() if p.stderr else line
+    return p, line.split()[2]
+
+
+def test_receiver_web_command_plain_and_over_tls(tmp_path: Path) -> None:
+    from cimedge.provisioning import ca
+
+    fill(tmp_path / "rx.sqlite", tmp_path / "registry.sqlite")
+    state = WebState(tmp_path / "web.sqlite")
+    token = state.add_token("mon", "read-only")
+    state.close()
+    auth = {"Authorization": f"Bearer {token}"}
+    p, url = _serve(tmp_path)
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(urllib.request.Request(url + "api/v1/fleet",
+                                                           headers=auth), timeout=10) as res:
+            assert json.loads(res.read())["total"] == 3
+            assert res.headers.get("strict-transport-security") is None
+    finally:
+        p.terminate()
+        assert p.wait(20) == 0
+    ca.init(tmp_path / "ca")
+    ca.server_cert(tmp_path / "ca", ["127.0.0.1"], tmp_path)
+    p, url = _serve(tmp_path, "--tls-cert", str(tmp_path / "server.pem"),
+                    "--tls-key", str(tmp_path / "server.key"))
+    try:
+        assert url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem"))
+        with urllib.request.urlopen(urllib.request.Request(url + "api/v1/fleet", headers=auth),
+                                    timeout=10, context=context) as res:
+            assert res.status == 200
+            assert res.headers["strict-transport-security"] == "max-age=31536000"
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP there
+            urllib.request.urlopen(url.replace("https", "http") + "api/v1/fleet", timeout=10)  # noqa: S310
+    finally:
+        p.terminate()
+        assert p.wait(20) == 0
+    bad = subprocess.run([sys.executable, "-m", "cimedge.provisioning.cli", "receiver", "web",
+                          "--db", str(tmp_path / "rx.sqlite"), "--http", "0.0.0.0:8080"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 1 and bad.stderr.strip().endswith(
+        "--http 0.0.0.0:8080 is not a loopback address: give --tls-cert and --tls-key, or "
+        "--plaintext-http to serve it unencrypted on purpose")

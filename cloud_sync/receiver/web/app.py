@@ -367,7 +367,8 @@ def build_app(web: Web) -> Starlette:  # noqa: C901, PLR0915 - the route table, 
         Route("/metrics", metrics),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(access.SecurityHeaders)])
+    return Starlette(routes=routes, middleware=[
+        Middleware(access.SecurityHeaders, hsts=web.secure_cookies)])  # HSTS only with TLS
 
 
 def with_hosts(app: Any, hosts: list[str]) -> Any:  # noqa: ANN401
