@@ -204,7 +204,7 @@ def web_parts(args: argparse.Namespace, registry: str, receiver: Any = None) -> 
 
 def web(args: argparse.Namespace) -> int:
     from cimedge.cloud_sync.receiver.cli import _registry_target
-    from cimedge.edge.daemon import run_until_signalled
+    from cimedge.stop import run_until_signalled
 
     web_, app, sock, url, tls = web_parts(args, _registry_target(args))
     from cimedge.cloud_sync.receiver.web.serve import serve

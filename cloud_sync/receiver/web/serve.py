@@ -95,7 +95,8 @@ async def serve(app: Any, sock: socket.socket, *, certfile: Path | None = None, 
                             access_log=False, server_header=False, proxy_headers=False,
                             ssl_certfile=str(certfile) if certfile else None,
                             ssl_keyfile=str(keyfile) if keyfile else None,
-                            ssl_version=ssl.PROTOCOL_TLS_SERVER, timeout_graceful_shutdown=5)
+                            ssl_version=ssl.PROTOCOL_TLS_SERVER,
+                            timeout_graceful_shutdown=2)  # within the 5 s stop deadline
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="web")
     try:
