@@ -210,9 +210,8 @@ def test_operator_logs_in_sees_a_gateway_acks_its_alarm_and_sees_it_go_offline(
                          re.MULTILINE)
 
         # The gateway's process dies (kill -9): the broker publishes its will and the row
-        # turns offline. (A clean stop publishes the offline status itself: tested in
-        # test_receiver_status.py; SIGTERM is not used here because the daemon can still
-        # hang on it under load, issue #14, which another change fixes.)
+        # turns offline. (A clean stop publishes the offline status itself: tested with the
+        # gateway's own transport in test_receiver_status.py.)
         browser.find_element(By.LINK_TEXT, "Fleet").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'{row}[data-state="online"]'))
         assert gateway.stop(signal.SIGKILL) == -signal.SIGKILL
