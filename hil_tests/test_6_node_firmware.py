@@ -29,9 +29,15 @@ def test_node_firmware_update(gateway: Gateway) -> None:
     rig = gateway.rig
     node = next(iter(rig.spec.nodes))
     t0 = time.time()
-    now = until(lambda: latest(gateway, t0 - 30).get(f"{node}.fw_minor_patch"), 20,
-                f"{node}'s firmware version")
-    major = int(float(latest(gateway, t0 - 30)[f"{node}.fw_major"]["value"]))
+
+    def version() -> tuple[dict[str, str], dict[str, str]] | None:
+        # Both registers' newest readings, and only good ones: under load a poll can time
+        # out, and its comm reading carries no value.
+        rows = latest(gateway, t0 - 30)
+        pair = rows.get(f"{node}.fw_major", {}), rows.get(f"{node}.fw_minor_patch", {})
+        return pair if all(r.get("quality") == "good" for r in pair) else None
+    major_row, now = until(version, 20, f"{node}'s firmware version (both registers good)")
+    major = int(float(major_row["value"]))
     minor = int(float(now["value"])) >> 8
     new = (major, minor + 1, 0)
     image = image_at(new, rig.firmware_key())
