@@ -1,4 +1,9 @@
-"""COSE_Sign1 (RFC 9052) with EdDSA over Ed25519: sign, parse strictly, verify."""
+"""COSE_Sign1 (RFC 9052) with EdDSA over Ed25519: sign, parse strictly, verify.
+
+Contract v1 signs with an empty external AAD; v2 binds the message to its device and kind
+with ``external_aad = aad(kind, dev)``, the deterministic CBOR of ``["cim", 2, kind, dev]``
+(DESIGN.md section 4a), which the receiver rebuilds from the topic.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from cimedge.cloud_sync.reject import Reject
 _ALG, _KID = 1, 4  # header labels (RFC 9052 §3.1)
 _EDDSA = -8
 _KID_LEN, _SIG_LEN = 8, 64
+AAD_KINDS = frozenset({"batch", "event", "ack"})  # what a v2 AAD may bind (DESIGN.md 4a)
 
 
 class Sign1(msgspec.Struct, frozen=True):
@@ -37,17 +43,36 @@ def protected_header(kid: bytes) -> bytes:
     return dumps_det({_ALG: _EDDSA, _KID: kid})
 
 
-def _to_be_signed(protected: bytes, payload: bytes) -> bytes:
-    # Sig_structure (RFC 9052 §4.4), with an empty external AAD.
-    return dumps_det(["Signature1", protected, b"", payload])
+def aad(kind: str, dev: str, contract: int = 2) -> bytes:
+    """The external AAD of a contract-2 message: deterministic CBOR ["cim", 2, kind, dev].
+
+    Contract 1 has none (b""). ``kind`` is "batch", "event" or "ack"; ``dev`` is the device
+    id as it appears in the topic. Raises ValueError on anything else, so a typo cannot sign
+    a message no receiver will accept.
+    """
+    if contract == 1:
+        return b""
+    if contract != 2 or kind not in AAD_KINDS or type(dev) is not str or not dev:  # noqa: PLR2004
+        raise ValueError(f"no external AAD for contract {contract!r}, kind {kind!r}, "
+                         f"dev {dev!r}")
+    return dumps_det(["cim", 2, kind, dev])
 
 
-def sign1(payload: bytes, key: Ed25519PrivateKey, kid: bytes | None = None) -> bytes:
-    """Sign payload; returns the tagged COSE_Sign1 [protected, {}, payload, signature]."""
+def _to_be_signed(protected: bytes, payload: bytes, external_aad: bytes) -> bytes:
+    # Sig_structure (RFC 9052 §4.4): ["Signature1", body_protected, external_aad, payload].
+    return dumps_det(["Signature1", protected, external_aad, payload])
+
+
+def sign1(payload: bytes, key: Ed25519PrivateKey, kid: bytes | None = None, *,
+          external_aad: bytes = b"") -> bytes:
+    """Sign payload; returns the tagged COSE_Sign1 [protected, {}, payload, signature].
+
+    ``external_aad`` is signed but not sent (v1: empty; v2: ``aad(kind, dev)``).
+    """
     if kid is None:
         kid = kid_for(key.public_key().public_bytes_raw())
     protected = protected_header(kid)
-    signature = key.sign(_to_be_signed(protected, payload))
+    signature = key.sign(_to_be_signed(protected, payload, bytes(external_aad)))
     return dumps_det(cbor2.CBORTag(18, [protected, {}, payload, signature]))
 
 
@@ -94,15 +119,16 @@ def _bad(detail: str) -> NoReturn:
     raise Reject("malformed_cose", detail)
 
 
-def verify1(msg: Sign1, public_key_raw: bytes) -> bool:
+def verify1(msg: Sign1, public_key_raw: bytes, *, external_aad: bytes = b"") -> bool:
     """True when msg's signature is valid under the raw 32-byte Ed25519 public key.
 
-    A public key that is not 32 bytes raises ValueError: that is a registry fault, not a
-    property of the message.
+    ``external_aad`` must be the one the signer used (v2: ``aad(kind, dev)`` rebuilt from
+    the topic); any other gives False. A public key that is not 32 bytes raises ValueError:
+    that is a registry fault, not a property of the message.
     """
     key = Ed25519PublicKey.from_public_bytes(public_key_raw)
     try:
-        key.verify(msg.signature, _to_be_signed(msg.protected, msg.payload))
+        key.verify(msg.signature, _to_be_signed(msg.protected, msg.payload, bytes(external_aad)))
     except InvalidSignature:
         return False
     return True

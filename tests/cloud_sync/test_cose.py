@@ -17,7 +17,15 @@ from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
 from cimedge.cloud_sync.cbor_limits import dumps_det
-from cimedge.cloud_sync.cose import Sign1, kid_for, parse_sign1, protected_header, sign1, verify1
+from cimedge.cloud_sync.cose import (
+    Sign1,
+    aad,
+    kid_for,
+    parse_sign1,
+    protected_header,
+    sign1,
+    verify1,
+)
 from cimedge.cloud_sync.reject import Reject
 
 RFC8032_PUBLIC = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
@@ -195,3 +203,62 @@ def test_we_verify_pycose(payload: bytes) -> None:
     assert (msg.kid, msg.payload) == (kid_for(pub), payload)
     assert verify1(msg, pub)
     assert data == sign1(payload, key)  # Ed25519 is deterministic: the same bytes
+
+
+# Contract v2: external_aad = deterministic CBOR of ["cim", 2, kind, dev] (DESIGN.md 4a).
+
+def test_aad_bytes() -> None:
+    # 84 array of 4 | 63 text(3) "cim" | 02 | 65 text(5) "batch" | 65 text(5) "gw-01"
+    assert aad("batch", "gw-01") == b"\x84\x63cim\x02\x65batch\x65gw-01"
+    assert aad("ack", "ps-0042") == b"\x84\x63cim\x02\x63ack\x67ps-0042"
+    assert aad("batch", "gw-01", contract=1) == b""
+    for bad in (("cmd", "gw-01", 2), ("batch", "", 2), ("batch", "gw-01", 3)):
+        with pytest.raises(ValueError):
+            aad(*bad)
+
+
+def test_external_aad_is_signed_not_sent(key: Ed25519PrivateKey, pub: bytes) -> None:
+    bound = aad("batch", "gw-01")
+    data = sign1(b"p", key, external_aad=bound)
+    assert bound not in data
+    tag = cbor2.loads(data)
+    protected, _, payload, signature = tag.value
+    # RFC 9052 §4.4: Sig_structure = ["Signature1", protected, external_aad, payload]
+    key.public_key().verify(signature, dumps_det(["Signature1", protected, bound, payload]))
+    msg = parse_sign1(data)
+    assert verify1(msg, pub, external_aad=bound)
+    assert not verify1(msg, pub)  # v1's empty AAD
+    assert not verify1(msg, pub, external_aad=aad("event", "gw-01"))  # another kind
+    assert not verify1(msg, pub, external_aad=aad("batch", "gw-02"))  # another device
+    assert not verify1(parse_sign1(sign1(b"p", key)), pub, external_aad=bound)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["batch", "event", "ack"]),
+       st.from_regex(r"[a-z0-9-]{3,64}", fullmatch=True))
+def test_pycose_verifies_ours_with_external_aad(payload: bytes, kind: str, dev: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    bound = aad(kind, dev)
+    msg = pycose_decode(sign1(payload, key, external_aad=bound))
+    msg.key = pycose_key(key, private=False)
+    msg.external_aad = bound
+    assert msg.verify_signature()
+    msg.external_aad = b""
+    assert not msg.verify_signature()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["batch", "event", "ack"]),
+       st.from_regex(r"[a-z0-9-]{3,64}", fullmatch=True))
+def test_we_verify_pycose_with_external_aad(payload: bytes, kind: str, dev: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    pub = key.public_key().public_bytes_raw()
+    bound = aad(kind, dev)
+    theirs = Sign1Message(phdr={Algorithm: EdDSA, KID: kid_for(pub)}, payload=payload,
+                          external_aad=bound)
+    theirs.key = pycose_key(key, private=True)
+    data = theirs.encode()
+    msg = parse_sign1(data)
+    assert verify1(msg, pub, external_aad=bound)
+    assert not verify1(msg, pub)
+    assert data == sign1(payload, key, external_aad=bound)
