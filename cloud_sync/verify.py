@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from cimedge.cloud_sync.cose import parse_sign1, verify1
+from cimedge.cloud_sync.cose import Sign1, parse_sign1, verify1
 from cimedge.cloud_sync.reject import Reject
 from cimedge.cloud_sync.senml import Record, decode_payload
 from cimedge.edge.model import Event
@@ -23,8 +23,17 @@ class KeyInfo(msgspec.Struct, frozen=True):
     not_after: float | None = None
 
 
+SIG_PREFIX = 8  # bytes of the signature a v2 ack names (DESIGN.md 4a)
+
+
 class Verified(msgspec.Struct, frozen=True):
-    """A message that passed every check, ready to store once per (dev, seq)."""
+    """A message that passed every check, ready to store once per (dev, seq).
+
+    ``contract`` is the payload's version (1 or 2); ``cose`` is the parsed COSE_Sign1
+    (protected header bstr, kid, payload bstr, signature) exactly as received, and
+    ``signature`` its 64-byte Ed25519 signature, whose first 8 bytes (``sig_prefix``) a
+    signed ack names.
+    """
 
     dev: str
     seq: int
@@ -34,6 +43,14 @@ class Verified(msgspec.Struct, frozen=True):
     records: list[Record]
     events: list[Event]
     digest: bytes  # SHA-256 of the whole message: same (dev, seq), other digest = conflict
+    contract: int = 1
+    signature: bytes = b""
+    cose: Sign1 | None = None
+
+    @property
+    def sig_prefix(self) -> bytes:
+        """The first 8 bytes of the signature: what a v2 ack carries under key 3."""
+        return self.signature[:SIG_PREFIX]
 
 
 def verify_message(topic_dev: str, kind: str, data: bytes,
@@ -74,4 +91,5 @@ def verify_message(topic_dev: str, kind: str, data: bytes,
         raise
     return Verified(dev=payload.dev, seq=payload.seq, ts=payload.ts, kid=msg.kid, kind=kind,
                     records=payload.records, events=payload.events,
-                    digest=hashlib.sha256(data).digest())
+                    digest=hashlib.sha256(data).digest(), contract=payload.v,
+                    signature=msg.signature, cose=msg)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cimedge.cloud_sync.cbor_limits import dumps_det
-from cimedge.cloud_sync.cose import kid_for, sign1
+from cimedge.cloud_sync.cose import Sign1, kid_for, sign1
 from cimedge.cloud_sync.reject import REASONS, Reject
 from cimedge.cloud_sync.senml import BN, BT, V, encode_pack, event_payload
 from cimedge.cloud_sync.verify import KeyInfo, Verified, verify_message
@@ -54,6 +54,11 @@ def test_valid_batch() -> None:
     assert [(r.name, r.t, r.value) for r in v.records] == [
         ("gw-01:pump1.level", S0, 1.5), ("gw-01:pump1.level", S0 + 1, 1.75)]
     assert v.digest == hashlib.sha256(data).digest()
+    # What a signed ack needs (DESIGN.md 4a): the contract, the signature and its prefix,
+    # and the COSE fields as received.
+    tag = cbor2.loads(data).value
+    assert (v.contract, v.signature, v.sig_prefix) == (1, tag[3], tag[3][:8])
+    assert v.cose == Sign1(protected=tag[0], kid=KID, payload=tag[2], signature=tag[3])
 
 
 def test_valid_event() -> None:
