@@ -19,6 +19,7 @@ REASONS: tuple[str, ...] = (
     "bad_field",
     "relative_time",
     "seq_conflict",
+    "inflate_limit",
 )
 
 

@@ -1,4 +1,11 @@
-"""SenML packs in CBOR (RFC 8428 §6) and the batch and event payloads that carry them."""
+"""SenML packs in CBOR (RFC 8428 §6) and the batch and event payloads that carry them.
+
+Packs follow the contract they travel in (DESIGN.md 4 and 4a): v1 marks quality with the
+extension label "q"; v2 with the must-understand "q_" (RFC 8428 §4.4), and its times have
+millisecond resolution: the encoder rounds each reading's time to the millisecond and
+sends it as whole seconds (an int) where it is one, else as the shortest float that
+resolves to that millisecond, and the receiver rounds what it resolves to the millisecond.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +24,13 @@ from cimedge.cloud_sync.cbor_limits import loads_untrusted
 from cimedge.cloud_sync.reject import Reject
 from cimedge.edge.model import Event, Quality, Reading
 
-# RFC 8428 §6 integer labels; "q" (quality) is our extension label and stays text.
+# RFC 8428 §6 integer labels; "q" (quality) is our extension label and stays text; v2 uses
+# the must-understand "q_", so a consumer that does not know it refuses the pack.
 BN, BT, BU, N, U, V, VS, VB, T = -2, -3, -4, 0, 1, 2, 3, 4, 6
-Q = "q"
+Q, Q2 = "q", "q_"
+QUALITY_LABEL = {1: Q, 2: Q2}  # per contract
 _LABELS = {BN, BT, BU, N, U, V, VS, VB, T, Q}
+_LABELS_BY_CONTRACT = {1: frozenset(_LABELS), 2: frozenset(_LABELS - {Q} | {Q2})}
 _QUALITIES = frozenset(q.label for q in Quality if q.label)
 _NAME = re.compile(r"[A-Za-z0-9:._/-]{1,200}")
 _UNIT = re.compile(r"[^\x00-\x1f\x7f]{1,32}")
@@ -52,6 +62,7 @@ class Payload(msgspec.Struct, frozen=True):
     kind: str  # "batch" | "event"
     records: list[Record]
     events: list[Event]
+    inflated: int = 0  # v2: bytes a packz or evtz inflated to
 
 
 def _seconds(ns: int) -> float | int:
@@ -59,13 +70,44 @@ def _seconds(ns: int) -> float | int:
     return ns // 10**9 if ns % 10**9 == 0 else ns / 1e9
 
 
+_MS = 10**6  # ns
+
+
+def _offset_ms(bt: float | int, bt_ns: int, ts_ns: int) -> float | int:
+    """A v2 t offset from bt to ts_ns (both whole ms): an int where whole seconds, else the
+    shortest float (half, single, double) with which bt + t resolves to ts_ns's ms."""
+    delta = ts_ns - bt_ns
+    if delta % 10**9 == 0:
+        return delta // 10**9
+    exact = delta / 1e9
+    want = ts_ns // _MS
+    for fmt in ("<e", "<f"):
+        try:
+            x = struct.unpack(fmt, struct.pack(fmt, exact))[0]
+        except OverflowError:
+            continue
+        if round((bt + x) * 1000) == want and abs(x - exact) < 2.5e-4:  # noqa: PLR2004
+            return x
+    return exact
+
+
+def _to_ms(readings: Sequence[Reading]) -> list[Reading]:
+    """The readings with their times rounded to the millisecond (contract v2)."""
+    return [r if r.ts_ns % _MS == 0 else
+            Reading(r.point, (r.ts_ns + _MS // 2) // _MS * _MS, r.value, r.quality)
+            for r in readings]
+
+
 # A second inside the receiver's time limits: at the edges a float's rounding would decide.
 _MIN_NS, _MAX_NS = (int(_MIN_TIME) + 1) * 10**9, (int(_MAX_TIME) - 1) * 10**9
 _SEPARATORS = ".:/"  # where a point name's "folder" ends: "pump1." of "pump1.level"
 
 
-def encode_pack(dev: str, readings: Sequence[Reading], units: Mapping[str, str]) -> list[dict]:
+def encode_pack(dev: str, readings: Sequence[Reading], units: Mapping[str, str], *,
+                contract: int = 1) -> list[dict]:
     """Readings -> a SenML pack as small as valid SenML allows (DESIGN §4, RFC 8428 §4.5).
+
+    ``contract`` 2 marks quality with "q_" and rounds times to the millisecond (4a).
 
     Unit-less points come first (bu cannot be unset). Then records go in time order, by
     folder, unit and name within one time, so a device's poll, which shares one time, is one
@@ -83,13 +125,17 @@ def encode_pack(dev: str, readings: Sequence[Reading], units: Mapping[str, str])
     """
     if not readings:
         return []
+    if contract not in QUALITY_LABEL:
+        raise ValueError(f"no contract {contract!r}")
     order = _points(dev, readings, units)
     _check_values(readings)
+    if contract == 2:  # noqa: PLR2004
+        readings = _to_ms(readings)
     rows = sorted(readings, key=lambda r: (order[r.point][0], r.ts_ns, *order[r.point][1:]))
-    pack, cost = _build(rows, order)
+    pack, cost = _build(rows, order, contract)
     if cost > _COSTLY * len(rows):
         by_point = sorted(readings, key=lambda r: (*_unit_name(order[r.point]), r.ts_ns))
-        other, other_cost = _build(by_point, order)
+        other, other_cost = _build(by_point, order, contract)
         if other_cost < cost:
             pack = other
     return pack
@@ -106,14 +152,16 @@ def _folder(name: str) -> str:
     return name[:max(name.rfind(c) for c in _SEPARATORS) + 1]
 
 
-def _build(rows: list[Reading],
-           order: Mapping[str, tuple[bool, str, str, str]]) -> tuple[list[dict], int]:
+def _build(rows: list[Reading], order: Mapping[str, tuple[bool, str, str, str]],
+           contract: int = 1) -> tuple[list[dict], int]:
     """The pack for ``rows`` in this order, and the bytes it spends on names, units, times."""
     names = [order[r.point][3] for r in rows]
     bases = _base_names(names, [order[r.point][1] for r in rows])
     pack: list[dict] = []
     bn = bu = None
     bt_ns = rows[0].ts_ns
+    bt = _seconds(bt_ns)
+    q_label = QUALITY_LABEL[contract]
     cost = 0
     i, n = 0, len(rows)
     while i < n:
@@ -121,16 +169,16 @@ def _build(rows: list[Reading],
         while j < n and rows[j].ts_ns == ts_ns:
             j += 1
         # One time: a bt (once) or a t offset on each of its j - i records, whichever is less.
-        offset = _seconds(ts_ns - bt_ns)
+        offset = _seconds(ts_ns - bt_ns) if contract == 1 else _offset_ms(bt, bt_ns, ts_ns)
         new_bt = not pack or (offset != 0 and _size(_seconds(ts_ns)) < (j - i) * _size(offset))
         if new_bt:
-            bt_ns, offset = ts_ns, 0
-            cost += _size(_seconds(ts_ns))
+            bt_ns, offset, bt = ts_ns, 0, _seconds(ts_ns)
+            cost += _size(bt)
         elif offset != 0:
             cost += (j - i) * _size(offset)
         for k in range(i, j):
             r = rows[k]
-            # Keys in RFC 8949 §4.2.1 order (n, u, v, vs, vb, t, bn, bt, bu, "q"), so the
+            # Keys in RFC 8949 §4.2.1 order (n, u, v, vs, vb, t, bn, bt, bu, "q"/"q_"), so the
             # C encoder's length-first sort leaves them as they are (see _dumps).
             rec: dict = {}
             base = bases[k]
@@ -155,7 +203,7 @@ def _build(rows: list[Reading],
                 bu = rec[BU] = u
                 cost += len(u or "") + 2
             if r.quality != Quality.GOOD or value is None:
-                rec[Q] = r.quality.label or "comm"
+                rec[q_label] = r.quality.label or "comm"
             pack.append(rec)
         i = j
     return pack, cost
@@ -237,8 +285,13 @@ def _check_values(readings: Sequence[Reading]) -> None:
                              "bool or text")
 
 
-def decode_pack(recs: object, *, max_records: int = 100_000) -> list[Record]:
-    """Resolve a SenML pack (bn, bt, bu per RFC 8428 §4.5) after checking every field."""
+def decode_pack(recs: object, *, max_records: int = 100_000, contract: int = 1) -> list[Record]:
+    """Resolve a SenML pack (bn, bt, bu per RFC 8428 §4.5) after checking every field.
+
+    ``contract`` 2 takes quality from "q_" (and refuses "q"), and rounds each resolved
+    time to the millisecond (DESIGN.md 4a).
+    """
+    labels, q_label = _LABELS_BY_CONTRACT[contract], QUALITY_LABEL[contract]
     if type(recs) is not list:
         _bad("recs is not an array")
     if len(recs) > max_records:
@@ -250,7 +303,7 @@ def decode_pack(recs: object, *, max_records: int = 100_000) -> list[Record]:
             _bad(f"record {i} is not a map")
         for label in rec:
             # Type first: True == 1 and 2.0 == 2 would pass the set lookup.
-            if type(label) not in (int, str) or label not in _LABELS:
+            if type(label) not in (int, str) or label not in labels:
                 _bad(f"record {i}: unknown label {label!r}")
         if BN in rec:
             bn = _text(rec[BN], f"record {i} bn", 200)
@@ -262,13 +315,15 @@ def decode_pack(recs: object, *, max_records: int = 100_000) -> list[Record]:
         if not _NAME.fullmatch(name):
             _bad(f"record {i}: name {name!r} does not match {_NAME.pattern}")
         t = _time(bt + _number(rec.get(T, 0), f"record {i} t"), f"record {i}")
+        if contract == 2:  # noqa: PLR2004
+            t = round(t * 1000) / 1000
         unit = _unit(rec[U], f"record {i} u") if U in rec else bu
-        out.append(Record(name=name, t=t, value=_value(rec, i), unit=unit,
-                          quality=_quality(rec, i)))
+        out.append(Record(name=name, t=t, value=_value(rec, i, q_label), unit=unit,
+                          quality=_quality(rec, i, q_label)))
     return out
 
 
-def _value(rec: dict, i: int) -> float | int | bool | str | None:
+def _value(rec: dict, i: int, q_label: str = Q) -> float | int | bool | str | None:
     if sum(label in rec for label in (V, VS, VB)) > 1:
         _bad(f"record {i}: more than one value")
     if V in rec:
@@ -280,16 +335,16 @@ def _value(rec: dict, i: int) -> float | int | bool | str | None:
         if type(rec[VB]) is not bool:
             _bad(f"record {i}: vb is not a bool")
         return rec[VB]
-    if Q not in rec:  # RFC 8428 wants a value; only a flagged reading may lack one
-        _bad(f"record {i}: no value and no q (a failed poll has q comm)")
+    if q_label not in rec:  # RFC 8428 wants a value; only a flagged reading may lack one
+        _bad(f"record {i}: no value and no {q_label} (a failed poll has {q_label} comm)")
     return None
 
 
-def _quality(rec: dict, i: int) -> str:
-    if Q not in rec:
+def _quality(rec: dict, i: int, q_label: str = Q) -> str:
+    if q_label not in rec:
         return ""
-    if (q := _choice(rec[Q], _QUALITIES)) is None:
-        _bad(f"record {i}: q {rec[Q]!r} is not one of {sorted(_QUALITIES)}")
+    if (q := _choice(rec[q_label], _QUALITIES)) is None:
+        _bad(f"record {i}: {q_label} {rec[q_label]!r} is not one of {sorted(_QUALITIES)}")
     return q
 
 
@@ -357,8 +412,8 @@ def batch_payload(dev: str, seq: int, ts: float, recs: list) -> bytes:
     return _dumps({**_head(dev, seq, ts), "recs": recs})
 
 
-def event_payload(dev: str, seq: int, ts: float, events: Sequence[Event]) -> bytes:
-    """The event payload: the batch map with "evt" (a list of event maps) for "recs".
+def event_list(events: Sequence[Event]) -> list[dict]:
+    """Events as the "evt" list of DESIGN.md section 4 (v1 and v2 alike).
 
     Raises ValueError on an event the receiver would refuse, as encode_pack does.
     """
@@ -370,10 +425,19 @@ def event_payload(dev: str, seq: int, ts: float, events: Sequence[Event]) -> byt
             item["value"] = e.value
         evt.append(item)
     try:
-        _events(evt, len(evt))
+        events_of(evt, len(evt))
     except Reject as e:
         raise ValueError(f"unsendable event: {e}") from None
-    return _dumps({**_head(dev, seq, ts), "evt": evt})
+    return evt
+
+
+def event_payload(dev: str, seq: int, ts: float, events: Sequence[Event]) -> bytes:
+    """The event payload: the batch map with "evt" (a list of event maps) for "recs".
+
+    Raises ValueError on an event the receiver would refuse, as encode_pack does.
+    """
+    head = _head(dev, seq, ts)
+    return _dumps({**head, "evt": event_list(events)})
 
 
 def decode_payload(data: bytes, kind: str, *, max_records: int = 100_000,
@@ -383,9 +447,18 @@ def decode_payload(data: bytes, kind: str, *, max_records: int = 100_000,
     precheck(dev, seq), if given, runs once the head is valid and before the records are
     decoded, so a verifier can apply key policy first (DESIGN §5 order).
     """
+    return decode_map(loads_untrusted(data, max_depth=PAYLOAD_DEPTH), kind,
+                      max_records=max_records, precheck=precheck)
+
+
+PAYLOAD_DEPTH = 3  # map -> recs array -> record map
+
+
+def decode_map(obj: object, kind: str, *, max_records: int = 100_000,
+               precheck: Callable[[str, int], None] | None = None) -> Payload:
+    """decode_payload for a v1 payload already decoded with limits (loads_untrusted)."""
     if kind not in ("batch", "event"):
         raise ValueError(f"kind must be 'batch' or 'event', not {kind!r}")
-    obj = loads_untrusted(data, max_depth=3)  # map -> recs array -> record map
     if type(obj) is not dict:
         _malformed("payload is not a map")
     seq = obj.get("seq")
@@ -419,7 +492,7 @@ def _payload(obj: dict, kind: str, max_records: int,
     records: list[Record] = []
     events: list[Event] = []
     if kind == "event":
-        events = _events(body, max_records)
+        events = events_of(body, max_records)
     else:
         records = decode_pack(body, max_records=max_records)
         if bad := [r.name for r in records if not r.name.startswith(f"{dev}:")]:
@@ -428,7 +501,8 @@ def _payload(obj: dict, kind: str, max_records: int,
                    events=events)
 
 
-def _events(evt: object, max_events: int) -> list[Event]:
+def events_of(evt: object, max_events: int) -> list[Event]:
+    """Check and decode an "evt" list; Reject("bad_field") on anything malformed."""
     if type(evt) is not list or len(evt) > max_events:
         _bad(f"evt is not an array of at most {max_events} events")
     return [_event(item, i) for i, item in enumerate(evt)]

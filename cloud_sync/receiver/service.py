@@ -42,9 +42,10 @@ _RESUMABLE_SESSION_S = 300  # a restart takes seconds; a dead receiver's share w
 # must exceed max_group so the next group is verified while this one commits.
 INFLIGHT = 256
 MAX_GROUP = 128  # messages per transaction
-# Wire bytes of verified messages waiting for their commit. A decoded payload takes up to
-# ~80x its size in Python objects (a signed 1 MiB of tiny maps), so this, not the inflight
-# window, bounds memory when a store is slow and batches are large.
+# Bytes of verified messages waiting for their commit (wire bytes plus what a v2 packz
+# inflated to). A decoded payload takes up to ~80x its size in Python objects (a signed
+# 1 MiB of tiny maps), so this, not the inflight window, bounds memory when a store is
+# slow and batches are large.
 MAX_QUEUED_BYTES = 16 << 20
 
 
@@ -265,9 +266,10 @@ class Receiver:
             return _Item(mid, qos, 0, "", known=False)
         dev, kind = parts
         try:
-            return _Item(mid, qos, len(payload), dev, True, verified=verify_message(
-                dev, kind, bytes(payload), self.registry.lookup, now=self.clock(),
-                max_size=self.max_size))
+            verified = verify_message(dev, kind, bytes(payload), self.registry.lookup,
+                                      now=self.clock(), max_size=self.max_size)
+            # A v2 packz counts at its inflated size: 16 MiB of wire could be 1 GiB of it.
+            return _Item(mid, qos, verified.size, dev, True, verified=verified)
         except Reject as r:
             try:
                 known = self.registry.has_device(dev)

@@ -13,7 +13,7 @@ def test_reasons_are_the_contract_set() -> None:
     assert REASONS == ("too_large", "malformed_cbor", "too_deep", "malformed_cose",
                        "unknown_kid", "revoked_kid", "retired_kid", "expired_kid",
                        "bad_signature", "malformed_payload", "bad_version", "dev_mismatch",
-                       "bad_field", "relative_time", "seq_conflict")
+                       "bad_field", "relative_time", "seq_conflict", "inflate_limit")
 
 
 def test_str_and_attributes() -> None:

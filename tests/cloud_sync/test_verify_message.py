@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cimedge.cloud_sync.cbor_limits import dumps_det
-from cimedge.cloud_sync.cose import Sign1, kid_for, sign1
+from cimedge.cloud_sync.cose import Sign1, aad, kid_for, sign1
+from cimedge.cloud_sync.inflate import deflate
 from cimedge.cloud_sync.reject import REASONS, Reject
 from cimedge.cloud_sync.senml import BN, BT, V, encode_pack, event_payload
 from cimedge.cloud_sync.verify import KeyInfo, Verified, verify_message
@@ -121,6 +122,9 @@ CASES: dict[str, Case] = {
                   "bad_field", 4),
     "relative_time": (lambda: sign1(payload(seq=4, recs=[{**RECS[0], BT: 10}]), KEY), {}, DEV,
                       "relative_time", 4),
+    "inflate_limit": (lambda: sign1(dumps_det({0: 2, 1: 4, 3: deflate(bytes(2 << 20))}), KEY,
+                                    external_aad=aad("batch", DEV)), {}, DEV, "inflate_limit",
+                      4),
 }
 
 
@@ -146,8 +150,11 @@ def test_boundaries_that_pass() -> None:
 @pytest.mark.parametrize(("data", "lookup", "reason"), [
     # A revoked key is refused before its (bad) signature costs a verification.
     (flipped_signature(), registry(status="revoked"), "revoked_kid"),
-    # The signature is checked before any of the payload is parsed.
+    # The signature is checked before any of the payload is parsed (the contract, which
+    # says which AAD to verify with, is read from the payload's first key alone).
     (sign1(dumps_det([1]), STRANGER, KID), registry(), "bad_signature"),
+    (sign1(dumps_det({0: 2, 1: [[[[1]]]]}), STRANGER, KID, external_aad=aad("batch", DEV)),
+     registry(), "bad_signature"),
     # Key policy (dev, retirement) comes before the records.
     (sign1(payload(seq=11, recs=[{V: "x"}]), KEY),
      registry(status="retired", retired_after_seq=10), "retired_kid"),

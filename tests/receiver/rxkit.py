@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cimedge.cloud_sync.ack import Ack, decode_ack
 from cimedge.cloud_sync.cbor_limits import dumps_det
-from cimedge.cloud_sync.cose import kid_for, sign1
+from cimedge.cloud_sync import payload2
+from cimedge.cloud_sync.cose import aad, kid_for, sign1
 from cimedge.cloud_sync.receiver.service import Receiver
 from cimedge.cloud_sync.senml import batch_payload, encode_pack, event_payload
 from cimedge.edge.model import Event, Quality, Reading
@@ -58,6 +59,27 @@ class Device:
     def sign(self, payload: object) -> bytes:
         """Any payload, deterministically encoded and signed with this device's key."""
         return sign1(dumps_det(payload), self.key)
+
+    def batch2(self, seq: int, n: int = 3, base: float = 0.0) -> bytes:
+        """batch() in contract v2: integer keys, "q_", packz when smaller, AAD-bound."""
+        t = T0 + seq + base
+        readings = [Reading(f"ps01.level{i}", int((t + i / 10) * 1e9), 1.5 * i) for i in range(n)]
+        readings += [Reading("ps01.pump", int(t * 1e9), True),
+                     Reading("ps01.flow", int(t * 1e9), None, Quality.COMM)]
+        recs = encode_pack(self.dev, readings, {"ps01.level0": "m"}, contract=2)
+        return sign1(payload2.batch_payload(seq, recs), self.key,
+                     external_aad=aad("batch", self.dev))
+
+    def event2(self, seq: int) -> bytes:
+        """event() in contract v2."""
+        t = T0 + seq
+        evt = [Event(int(t * 1e9), "ps01.level0", "raise", "high_level", "level high", 4.2)]
+        return sign1(payload2.event_payload(seq, evt), self.key,
+                     external_aad=aad("event", self.dev))
+
+    def sign2(self, payload: object, kind: str = "batch") -> bytes:
+        """Any payload signed as a contract-v2 message of this device and kind."""
+        return sign1(dumps_det(payload), self.key, external_aad=aad(kind, self.dev))
 
     def payload(self, seq: int, **changes: object) -> dict[str, object]:
         """A valid batch payload map, with changes, for crafting bad ones."""

@@ -10,6 +10,7 @@ from rxkit import Device, gateway, new_device, running
 
 from cimedge.cloud_sync.ack import Ack
 from cimedge.cloud_sync.cbor_limits import dumps_det
+from cimedge.cloud_sync.inflate import deflate
 from cimedge.cloud_sync.receiver.registry import Registry
 from cimedge.cloud_sync.receiver.service import Receiver
 from cimedge.cloud_sync.reject import REASONS
@@ -55,6 +56,9 @@ def cases(dev: Device, revoked: Device, retired: Device, expired: Device,
         ("relative time", dev.sign(dev.payload(24, recs=[{-2: f"{dev.dev}:x", -3: 10, 2: 1}])),
          "relative_time", 24),
         ("same seq, other bytes", dev.batch(3, base=0.5), "seq_conflict", 3),
+        # Contract v2: about 2 KB of DEFLATE that would inflate to 2 MiB.
+        ("v2 pack inflating past 1 MiB", dev.sign2({0: 2, 1: 25, 3: deflate(bytes(2 << 20))}),
+         "inflate_limit", 25),
     ]
 
 
