@@ -14,11 +14,27 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 import cbor2
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from cimedge.edge.errors import SyncError
 from cimedge.stop import reraise_cancelled
 
 log = logging.getLogger(__name__)
+
+# MQTT 5 Maximum Packet Size for every connection we open: the contract's largest message
+# (1 MiB, DESIGN §5) plus room for the PUBLISH header, topic and properties. The broker must
+# drop a larger message rather than send it (MQTT 5 §3.1.2.11.4), so no flood on our
+# topics can make us buffer it (a 200 MB ack once took a gateway from 49 to 667 MB).
+MAX_MESSAGE = 1 << 20
+MAX_PACKET_SIZE = MAX_MESSAGE + 4096
+
+
+def connect_properties(max_packet_size: int = MAX_PACKET_SIZE) -> Properties:
+    """CONNECT properties for MQTT 5: the Maximum Packet Size we accept."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.MaximumPacketSize = max_packet_size
+    return props
 
 
 def backoff_delay(attempt: int, cap: float = 60.0) -> float:
@@ -83,7 +99,7 @@ class Transport:
                  on_cmd: Callable[[bytes], Awaitable[None]] | None = None, username: str = "", password_file: Path | None = None,
                  ca_file: Path | None = None, cert_file: Path | None = None,
                  key_file: Path | None = None, keepalive: int = 30,
-                 mqtt_version: str = "5") -> None:
+                 mqtt_version: str = "5", max_packet_size: int = MAX_PACKET_SIZE) -> None:
         self.host, self.port, tls = parse_broker(broker)
         self.dev = dev
         self.on_ack, self.on_cmd = on_ack, on_cmd
@@ -101,6 +117,8 @@ class Transport:
         self._kwargs = dict(username=username or None, password=password,
                             tls_context=tls_context, keepalive=keepalive,
                             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        if self.protocol == aiomqtt.ProtocolVersion.V5:  # 3.1.1 has no such property
+            self._kwargs["properties"] = connect_properties(max_packet_size)
 
     def topic(self, kind: str) -> str:
         return f"cim/v1/{self.dev}/{kind}"

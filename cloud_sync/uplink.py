@@ -18,13 +18,15 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cimedge.cloud_sync import cose, senml
-from cimedge.cloud_sync.ack import decode_ack
+from cimedge.cloud_sync.ack import PREFIX_LEN, decode_ack
+from cimedge.cloud_sync.ackcheck import AckCheck, AckRefused
 from cimedge.cloud_sync.reject import Reject
 from cimedge.cloud_sync.transport import Transport
 from cimedge.edge.errors import SyncError
@@ -37,6 +39,7 @@ BACKLOG_BATCHES = 4  # a backlog of this many full batches opens the lane for th
 # period's beat too (edge/poller.py), so a 1 s site's batch leaves just after its polls
 # are committed, not at a random phase up to a whole interval later.
 FLUSH_LAG = 0.05
+REFUSAL_LOG_S = 60.0  # a flood of forged acks logs one line per kind a minute
 
 
 class Uplink:
@@ -44,7 +47,8 @@ class Uplink:
 
     def __init__(self, store: Store, dev: str, key: Ed25519PrivateKey, units: Mapping[str, str],
                  *, batch_max: int = 1000, flush_interval: float = 1.0,
-                 ack_timeout: float = 10.0, max_inflight: int = 4) -> None:
+                 ack_timeout: float = 10.0, max_inflight: int = 4,
+                 ack_check: AckCheck | None = None) -> None:
         self.store, self.dev, self.key, self.units = store, dev, key, units
         self.kid = cose.kid_for(key.public_key().public_bytes_raw())
         self.batch_max, self.flush_interval = batch_max, flush_interval
@@ -52,7 +56,11 @@ class Uplink:
         self.inflight: dict[int, float] = {}  # seq -> monotonic deadline of its ack
         self.wake = asyncio.Event()
         self.counters = {"sent": 0, "resent": 0, "acked": 0, "nacked": 0, "bad_acks": 0,
-                         "dropped_invalid": 0, "live": 0}
+                         "late_acks": 0, "dropped_invalid": 0, "live": 0}
+        # v2: only acks signed by a backend ingest key for this device delete anything
+        self.ack_check = ack_check
+        self.refused_acks: Counter[str] = Counter()  # by AckRefused kind
+        self._refusal_logged: dict[str, float] = {}
         self.last_ack_ns: int | None = None
         self.last_nack = ""
         self.transport: Transport | None = None
@@ -74,25 +82,52 @@ class Uplink:
         return cose.sign1(senml.event_payload(self.dev, seq, time.time(), rows), self.key, self.kid)
 
     async def on_ack(self, data: bytes) -> None:
-        """Handle one message on the ack topic."""
+        """Handle one message on the ack topic: v2 acks must be signed (``ack_check``)."""
         try:
-            ack = decode_ack(data)
+            if self.ack_check is None:  # v1: the broker is trusted (DESIGN §4)
+                ack = decode_ack(data)
+                seq, ok, err, prefix = ack.seq, ack.ok, ack.err, None
+            else:
+                signed = self.ack_check.check(data)
+                seq, ok, err, prefix = signed.seq, signed.ok, signed.err, signed.prefix
         except Reject as e:
-            self.counters["bad_acks"] += 1
-            log.warning("ignored a malformed ack: %s", e)
+            self._refuse(AckRefused("malformed", str(e)))
             return
-        if not ack.ok:
+        except AckRefused as e:
+            self._refuse(e)
+            return
+        if not ok:
             # Keep the batch: a rejection (key not yet enrolled, say) must not lose data.
             # It is sent again after ack_timeout; the count and reason show in status.
             self.counters["nacked"] += 1
-            self.last_nack = f"seq {ack.seq}: {ack.err}"
-            log.warning("receiver refused seq %d: %s", ack.seq, ack.err)
+            self.last_nack = f"seq {seq}: {err}"
+            log.warning("receiver refused seq %d: %s", seq, err)
             return
-        if await self.store.mark_acked(ack.seq):
+        if prefix is None:
+            result = "acked" if await self.store.mark_acked(seq) else "unknown"
+        else:
+            result = await self.store.ack_if(seq, lambda msg: _signature_prefix(msg) == prefix)
+        if result == "mismatch":
+            self._refuse(AckRefused("wrong_prefix", f"seq {seq}: prefix {prefix.hex()} is "
+                                                    "not that of the batch held"))
+            return
+        if result == "acked":
             self.counters["acked"] += 1
             self.last_ack_ns = time.time_ns()
-        self.inflight.pop(ack.seq, None)
+        else:
+            self.counters["late_acks"] += 1  # acked before (a resend's second ack), or unknown
+        self.inflight.pop(seq, None)
         self.wake.set()
+
+    def _refuse(self, e: AckRefused) -> None:
+        """Count an ack that changes nothing; log the first of each kind, then once a minute."""
+        self.counters["bad_acks"] += 1
+        self.refused_acks[e.kind] += 1
+        now = time.monotonic()
+        if now - self._refusal_logged.get(e.kind, -math.inf) >= REFUSAL_LOG_S:
+            self._refusal_logged[e.kind] = now
+            log.warning("ignored an ack (%d %s so far): %s", self.refused_acks[e.kind],
+                        e.kind, e)
 
     async def _next(self, partial: bool) -> Batch | None:
         pending = await self.store.pending(frozenset(self.inflight), 1)
@@ -162,6 +197,11 @@ class Uplink:
                     await self.wake.wait()
             except TimeoutError:
                 pass
+
+
+def _signature_prefix(message: bytes) -> bytes:
+    """The first bytes of a recorded message's COSE signature, as a v2 ack names them."""
+    return cose.parse_sign1(message).signature[:PREFIX_LEN]
 
 
 def _encodable(dev: str, row: Any, units: Mapping[str, str]) -> bool:

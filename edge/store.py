@@ -501,12 +501,14 @@ class Store:
         return self._conn().execute("SELECT 1 FROM readings WHERE id > ? AND id <= ? ORDER BY id "
                                     "LIMIT 1 OFFSET ?", (lo, hi, n - 1)).fetchone() is not None
 
-    def _ack(self, seq: int) -> bool:
-        row = self._conn().execute("SELECT topic, first_id, last_id FROM batches WHERE seq=?",
-                                   (seq,)).fetchone()
+    def _ack(self, seq: int, check: Callable[[bytes], bool] | None = None) -> str:
+        row = self._conn().execute("SELECT topic, first_id, last_id, payload FROM batches "
+                                   "WHERE seq=?", (seq,)).fetchone()
         if row is None:
-            return False  # a repeated ack, or one for a seq we never sent
-        topic, first, last = row
+            return "unknown"  # a repeated ack, or one for a seq we never sent
+        topic, first, last, payload = row
+        if check is not None and not check(bytes(payload)):
+            return "mismatch"
         table = "events" if topic == "event" else "readings"
 
         def drop(db: sqlite3.Connection) -> None:
@@ -517,7 +519,7 @@ class Store:
             db.execute("DELETE FROM batches WHERE seq=?", (seq,))
             db.execute("UPDATE meta SET value = value + 1 WHERE key=?", (_ACKED,))
         self._txn(drop)
-        return True
+        return "acked"
 
     def _depth(self) -> Depth:
         if self._db is None:
@@ -585,7 +587,12 @@ class Store:
 
     async def mark_acked(self, seq: int) -> bool:
         """Drop an acknowledged batch and its rows; False when it was not pending."""
-        return await self._call(self._ack, seq)
+        return await self._call(self._ack, seq) == "acked"
+
+    async def ack_if(self, seq: int, check: Callable[[bytes], bool]) -> str:
+        """Drop batch ``seq`` if ``check(its recorded bytes)`` holds: "acked", or "unknown"
+        (no such batch pending) or "mismatch" (check refused it; nothing changed)."""
+        return await self._call(self._ack, seq, check)
 
     async def depth(self) -> Depth:
         return await self._call(self._depth)

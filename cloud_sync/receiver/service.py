@@ -21,12 +21,13 @@ from paho.mqtt.properties import Properties
 
 from cimedge.cloud_sync.ack import encode_ack
 from cimedge.cloud_sync.receiver.fleetdb import FleetDB
+from cimedge.cloud_sync.receiver.ingest import IngestKeys, sniff
 from cimedge.cloud_sync.receiver.registry import DEVICE_ID, Keys
 from cimedge.cloud_sync.receiver.status import decode_status
 from cimedge.cloud_sync.receiver.store import Refusal, Result, Store, StoreThread, open_store
 from cimedge.cloud_sync.receiver.store import is_postgres_url
 from cimedge.cloud_sync.reject import Reject
-from cimedge.cloud_sync.transport import backoff_delay
+from cimedge.cloud_sync.transport import MAX_MESSAGE, MAX_PACKET_SIZE, backoff_delay
 from cimedge.cloud_sync.verify import Verified, verify_message
 from cimedge.edge.errors import StoreError
 from cimedge.stop import reraise_cancelled
@@ -47,6 +48,7 @@ MAX_GROUP = 128  # messages per transaction
 # 1 MiB of tiny maps), so this, not the inflight window, bounds memory when a store is
 # slow and batches are large.
 MAX_QUEUED_BYTES = 16 << 20
+_CONTRACTS_KEPT = 50_000  # the contract each device last spoke, to sign a refusal to a v2 one
 
 
 def topic_parts(topic: str) -> tuple[str, str] | None:
@@ -72,6 +74,8 @@ class _Item:
     reject: Reject | None = None
     failed: bool = False  # the registry could not be asked: no ack, the gateway resends
     arrived: float = 0.0  # time.monotonic() when it came in: the ack latency starts here
+    contract: int | None = None  # the message's contract version, when it could be read
+    prefix: bytes = b""  # the first bytes of its signature, which a v2 ack names
 
 
 class Receiver:
@@ -100,7 +104,8 @@ class Receiver:
                  max_group: int = MAX_GROUP, clock: Callable[[], float] = time.time,
                  mqtt_version: str = "5", max_queued_bytes: int = MAX_QUEUED_BYTES,
                  tls_context: ssl.SSLContext | None = None, username: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, ingest: IngestKeys | None = None,
+                 max_packet_size: int | None = None) -> None:
         if (not is_postgres_url(db_path) and registry.path is not None
                 and Path(db_path).resolve() == registry.path.resolve()):
             msg = "the registry and the store must be different files (one writer per file)"
@@ -117,6 +122,13 @@ class Receiver:
         self.session_expiry, self.max_backoff = session_expiry, max_backoff
         self.inflight, self.max_group, self.clock = inflight, max_group, clock
         self.max_queued_bytes = max_queued_bytes
+        # MQTT 5 Maximum Packet Size: the broker drops anything larger instead of sending
+        # it here (a 25 MB message on a batch topic once cost 20 MB of RSS each).
+        self.max_packet_size = max_packet_size or max_size + MAX_PACKET_SIZE - MAX_MESSAGE
+        # v2 acks are signed with an ingest key; without one a v2 device gets unsigned acks,
+        # which it counts and ignores (so it keeps its data), and the receiver says so.
+        self.ingest = ingest
+        self._contracts: dict[str, int] = {}
         # Mutual TLS: the broker maps the certificate's CN to the backend user of its ACL
         # (`cimedge ca mosquitto --backend-user`); username/password for brokers without it.
         self._auth = {"tls_context": tls_context, "username": username or None,
@@ -130,6 +142,7 @@ class Receiver:
             "received": 0, "stored": 0, "duplicates": 0, "acks_sent": 0,
             "rejects": self.rejects, "errors": 0, "reconnects": 0, "commits": 0,
             "readings": 0, "statuses": 0, "status_rejects": Counter(),
+            "unsigned_v2_acks": 0,
         }
         # Called with each ack's latency (arrival to ack published, seconds): the web
         # view's Prometheus histogram, when it runs in this process.
@@ -184,6 +197,7 @@ class Receiver:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.session_expiry
             props.ReceiveMaximum = self.inflight
+            props.MaximumPacketSize = self.max_packet_size
             session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False,
                        "properties": props}
         else:  # no session properties in 3.1.1: the broker's own in-flight limit applies
@@ -266,17 +280,21 @@ class Receiver:
             return _Item(mid, qos, 0, "", known=False)
         dev, kind = parts
         try:
-            verified = verify_message(dev, kind, bytes(payload), self.registry.lookup,
-                                      now=self.clock(), max_size=self.max_size)
+            v = verify_message(dev, kind, bytes(payload), self.registry.lookup,
+                               now=self.clock(), max_size=self.max_size)
+            self._remember_contract(dev, v.contract)
             # A v2 packz counts at its inflated size: 16 MiB of wire could be 1 GiB of it.
-            return _Item(mid, qos, verified.size, dev, True, verified=verified)
+            return _Item(mid, qos, v.size, dev, True, verified=v, contract=v.contract,
+                         prefix=v.sig_prefix)
         except Reject as r:
             try:
                 known = self.registry.has_device(dev)
             except Exception:  # noqa: BLE001 - as below: count it, do not stop
                 log.exception("registry failed on %s", topic)
                 known = False
-            return _Item(mid, qos, 0, dev, known, reject=r)
+            contract, prefix = sniff(bytes(payload), self.max_size) if known else (None, b"")
+            return _Item(mid, qos, 0, dev, known, reject=r, prefix=prefix,
+                         contract=contract or self._contracts.get(dev))
         except Exception:  # noqa: BLE001 - a registry outage, or a bug: never stop on input
             self.metrics["errors"] += 1
             log.exception("cannot check %s (no ack sent)", topic)
@@ -301,7 +319,7 @@ class Receiver:
                             str(i.reject.detail) if i.reject else "topic is not cim/v1/{dev}/…")
                     for i in group if i.verified is None and not i.failed]
         results = iter(await self._commit(verified, refusals))
-        acks: list[tuple[str, int, bool, str | None]] = []
+        acks: list[tuple[_Item, int, bool, str | None]] = []
         acked: list[_Item] = []
         for item in group:
             if item.failed:
@@ -316,20 +334,20 @@ class Receiver:
                     self.metrics["stored" if result == "stored" else "duplicates"] += 1
                     if result == "stored":
                         self.metrics["readings"] += len(item.verified.records)
-                    acks.append((item.dev, item.verified.seq, True, None))
+                    acks.append((item, item.verified.seq, True, None))
                     acked.append(item)
                     continue
             self._count(item)
             if item.reject is not None and item.known:
                 seq = item.reject.seq
                 seq = seq if type(seq) is int and 0 <= seq <= _MAX_SEQ else 0
-                acks.append((item.dev, seq, False, item.reject.reason))
+                acks.append((item, seq, False, item.reject.reason))
                 acked.append(item)
         if acks:
             async with asyncio.timeout(self.timeout):
-                await asyncio.gather(*(client.publish(f"cim/v1/{dev}/ack",
-                                                      encode_ack(seq, ok, err), qos=1)
-                                       for dev, seq, ok, err in acks))
+                await asyncio.gather(*(client.publish(f"cim/v1/{item.dev}/ack",
+                                                      self._ack(item, seq, ok, err), qos=1)
+                                       for item, seq, ok, err in acks))
                 reraise_cancelled()
             self.metrics["acks_sent"] += len(acks)
             if self.ack_latency is not None:
@@ -380,6 +398,23 @@ class Receiver:
             log.exception("cannot store the status of %s", dev)
             return
         self.metrics["statuses"] += 1
+    def _ack(self, item: _Item, seq: int, ok: bool, err: str | None) -> bytes:  # noqa: FBT001
+        """A v2 device's ack is signed with the ingest key (DESIGN §4a); a v1 one is not."""
+        if item.contract != 2:  # noqa: PLR2004
+            return encode_ack(seq, ok, err)
+        if self.ingest is None:
+            self.metrics["unsigned_v2_acks"] += 1
+            if self.metrics["unsigned_v2_acks"] == 1:
+                log.error("a v2 device (%s) gets unsigned acks, which it ignores: start the "
+                          "receiver with --ingest-key", item.dev)
+            return encode_ack(seq, ok, err)
+        return self.ingest.sign(item.dev, seq, ok, item.prefix, err)
+
+    def _remember_contract(self, dev: str, contract: int) -> None:
+        if self._contracts.get(dev) != contract:
+            if len(self._contracts) >= _CONTRACTS_KEPT:
+                del self._contracts[next(iter(self._contracts))]
+            self._contracts[dev] = contract
 
     def _count(self, item: _Item) -> None:
         reason = item.reject.reason if item.reject else "bad_topic"
