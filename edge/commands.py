@@ -1,8 +1,10 @@
 """Signed commands from the backend on ``cim/v1/{dev}/cmd``: verify, refuse replays, say what to do.
 
-A command is a COSE_Sign1 (DESIGN.md section 4) signed with the backend's Ed25519 key,
-whose public key file ``[commands] backend_key_file`` names. Its payload is a CBOR map
-with text keys:
+A command is a COSE_Sign1 (DESIGN.md section 4) signed with one of the backend's
+``operations`` keys, which the gateway's backend.json lists (DESIGN §4a; more than one, so a
+key can roll over; a key past its ``not_after`` is refused). The old ``[commands]
+backend_key_file`` is still read, with a deprecation warning, as one more operations key.
+Its payload is a CBOR map with text keys:
 
 ======== ========= ==============================================================
 key      type      meaning
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -36,9 +40,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cimedge.cloud_sync import cose
+from cimedge.cloud_sync.backend_keys import BackendFile
 from cimedge.cloud_sync.cbor_limits import loads_untrusted
 from cimedge.cloud_sync.reject import Reject
 from cimedge.edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 MAX_SIZE = 4096
 NONCE_PREFIX = "nonce:"
@@ -49,7 +56,7 @@ Op = Literal["set", "ack", "override"]
 class CommandsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The ``[commands]`` table: whom to trust, for how long a command may live, what it may do."""
 
-    backend_key_file: str
+    backend_key_file: str = ""  # deprecated: backend.json's operations keys replace it
     max_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=7 * 86400)] = 3600.0
     allow: list[Op] = msgspec.field(default_factory=lambda: ["set", "ack", "override"])
 
@@ -98,13 +105,43 @@ def load_public_key(path: Path) -> bytes:
     return raw
 
 
+# The operations key that signed a command: kid and the time (s) -> raw public key, or
+# Refused ("unknown_key", "expired_key").
+KeyLookup = Callable[[bytes, float], bytes]
+
+
+def operations_keys(backend: BackendFile, legacy_key_file: Path | None = None) -> KeyLookup:
+    """The operations keys of backend.json (re-read when it changes), plus a deprecated
+    ``backend_key_file`` when the config still names one."""
+    legacy: dict[bytes, bytes] = {}
+    if legacy_key_file is not None:
+        raw = load_public_key(legacy_key_file)
+        legacy[cose.kid_for(raw)] = raw
+        log.warning("[commands] backend_key_file is deprecated: list the key in %s as an "
+                    "operations key (cimedge backend add --role operations %s) and remove "
+                    "the setting; it is still trusted for now", backend.path, legacy_key_file)
+
+    def lookup(kid: bytes, now: float) -> bytes:
+        key = backend.keys.find(kid, "operations")
+        if key is None and backend.refresh():
+            key = backend.keys.find(kid, "operations")
+        if key is not None:
+            if not key.valid(now):
+                raise Refused("expired_key", f"operations key {kid.hex()} is past its not_after")
+            return key.public_key
+        if kid in legacy:
+            return legacy[kid]
+        raise Refused("unknown_key", f"kid {kid.hex()} is not an operations key of "
+                                     f"{backend.path}")
+    return lookup
+
+
 class Commands:
     """Checks commands for one device; remembers the nonces it accepted until they expire."""
 
-    def __init__(self, cfg: CommandsConfig, public_key: bytes, dev: str,
+    def __init__(self, cfg: CommandsConfig, keys: KeyLookup, dev: str,
                  saved: dict[str, bytes] | None = None) -> None:
-        self.cfg, self.public_key, self.dev = cfg, public_key, dev
-        self.kid = cose.kid_for(public_key)
+        self.cfg, self.keys, self.dev = cfg, keys, dev
         self.nonces: dict[bytes, int] = {}  # nonce -> expiry ns
         for key, value in (saved or {}).items():
             if key.startswith(NONCE_PREFIX):
@@ -116,9 +153,8 @@ class Commands:
             msg = cose.parse_sign1(data, max_size=MAX_SIZE)
         except Reject as e:
             raise Refused("malformed", str(e)) from None
-        if msg.kid != self.kid:
-            raise Refused("unknown_key", f"kid {msg.kid.hex()} is not the backend's")
-        if not cose.verify1(msg, self.public_key):
+        public_key = self.keys(msg.kid, now_ns / _NS)
+        if not cose.verify1(msg, public_key):
             raise Refused("bad_signature")
         try:
             cmd = msgspec.convert(loads_untrusted(msg.payload, max_size=MAX_SIZE, max_depth=1),

@@ -30,6 +30,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     site_type: str = "pump_station"
     key_file: str = "device.key"
     location: str = ""
+    # the backend's public keys (DESIGN §4a): ingest keys sign acks, operations keys commands
+    backend_file: str = "backend.json"
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,6 +58,9 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True):
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+    # MQTT 5 Maximum Packet Size the gateway accepts (acks and commands are far smaller;
+    # the default is the contract's 1 MiB message plus headers)
+    max_packet_size: Annotated[int, msgspec.Meta(ge=4096, le=268435460)] = 1052672
 
 
 # The rule structs live with the rules engine (edge/rules/kinds.py); re-exported here.

@@ -20,7 +20,8 @@ import msgspec
 
 from cimedge.edge.actions import Actions
 from cimedge.edge.clock import Clock
-from cimedge.edge.commands import Command, Commands, Refused, load_public_key
+from cimedge.cloud_sync.backend_keys import BackendFile
+from cimedge.edge.commands import Command, Commands, Refused, operations_keys
 from cimedge.edge.errors import StoreError
 from cimedge.edge.model import Event, Reading
 from cimedge.edge.rbe import Rbe
@@ -51,7 +52,8 @@ class Controller:
 
     def __init__(self, site: Site, drivers: Mapping[str, Any], store: Any, *,
                  clock: Clock = time.time_ns, alarms: Mapping[str, tuple[bool, int]] | None = None,
-                 saved: Mapping[str, bytes] | None = None, tick_s: float = 0.5) -> None:
+                 saved: Mapping[str, bytes] | None = None, tick_s: float = 0.5,
+                 backend: BackendFile | None = None) -> None:
         alarms, saved = dict(alarms or {}), dict(saved or {})
         self.site, self.drivers, self.store, self.clock = site, drivers, store, clock
         self.tick_s = tick_s
@@ -60,8 +62,10 @@ class Controller:
         self.actions = Actions(site.actions, saved, alarms)
         self.commands: Commands | None = None
         if site.commands is not None:
-            key = load_public_key(site.path(site.commands.backend_key_file))
-            self.commands = Commands(site.commands, key, site.gateway.device_id, saved)
+            legacy = site.commands.backend_key_file
+            keys = operations_keys(backend or BackendFile(site.path(site.gateway.backend_file)),
+                                   site.path(legacy) if legacy else None)
+            self.commands = Commands(site.commands, keys, site.gateway.device_id, saved)
         self._changes: dict[str, dict[str, Any]] = {}  # rule -> its remote changes
         for key, blob in saved.items():  # remote set-point changes outlive a restart
             if key.startswith(SET_PREFIX):

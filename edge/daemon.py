@@ -15,6 +15,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cimedge import drivers
+from cimedge.cloud_sync.ackcheck import AckCheck
+from cimedge.cloud_sync.backend_keys import BackendFile, describe
 from cimedge.cloud_sync.transport import Transport
 from cimedge.cloud_sync.uplink import Uplink
 from cimedge.edge.clock import carried
@@ -51,6 +53,9 @@ class Gateway:
         self.poll_stats = PollStats()
         self.started = time.time()
         self.textfile = Textfile(self.store_path.parent)  # node-exporter figures, never fatal
+        # backend.json: ingest keys for v2 acks, operations keys for commands (DESIGN §4a)
+        self.backend = BackendFile(site.path(site.gateway.backend_file))
+        self.contract = getattr(site.sync, "contract", 1)
 
     async def run(self) -> None:
         """Run until cancelled; shutdown stops polling first and closes the store last."""
@@ -59,17 +64,20 @@ class Gateway:
                 contextlib.AsyncExitStack() as stack:
             self.store = store
             self.control = control = await Controller.open(site, self.drivers, store,
-                                                           clock=carried(self.clock))
+                                                           clock=carried(self.clock),
+                                                           backend=self.backend)
             self.rules = control.rules
             self.uplink = uplink = Uplink(
                 store, site.gateway.device_id, self.key, site.units,
                 batch_max=sync.batch_max_readings, flush_interval=sync.flush_interval_s,
-                ack_timeout=sync.ack_timeout_s, max_inflight=sync.max_inflight)
+                ack_timeout=sync.ack_timeout_s, max_inflight=sync.max_inflight,
+                ack_check=self._ack_check())
             self.transport = transport = Transport(
                 sync.broker, site.gateway.device_id, uplink.on_ack, username=sync.username,
                 password_file=_opt(site, sync.password_file), ca_file=_opt(site, sync.ca_file),
                 cert_file=_opt(site, sync.cert_file), key_file=_opt(site, sync.key_file),
                 keepalive=sync.keepalive_s, mqtt_version=sync.mqtt_version,
+                max_packet_size=sync.max_packet_size,
                 on_cmd=control.on_cmd if control.commands is not None else None)
             for name, dev in site.devices.items():
                 module = drivers.load(dev.driver)
@@ -84,6 +92,18 @@ class Gateway:
                     tg.create_task(poll_device(name, drv, period, store, control, self.last,
                                                uplink.wake.set, self.clock, self.poll_stats),
                                    name=f"poll[{name}]")
+
+    def _ack_check(self) -> AckCheck | None:
+        """v2: only acks signed by an ingest key delete data; v1 trusts its broker."""
+        if self.contract != 2:  # noqa: PLR2004
+            return None
+        if not self.backend.keys.of("ingest"):
+            # Polling, rules and sending go on; every ack is refused (and counted) until a
+            # backend.json with an ingest key is installed, which is picked up while running.
+            log.error("no ingest key in %s (%s): acks cannot be believed, so nothing is "
+                      "deleted; install one with `cimedge backend install FILE`",
+                      self.backend.path, self.backend.error or describe(self.backend.keys))
+        return AckCheck(self.site.gateway.device_id, self.backend)
 
     async def _status_loop(self, store: Store) -> None:
         while True:
@@ -114,7 +134,12 @@ class Gateway:
             if d else None,
             "clock": {"steps": self.clock.steps, "invalid": self.clock.invalid},
             "sync": dict(up.counters, inflight=len(up.inflight), last_nack=up.last_nack,
-                         last_ack=up.last_ack_ns / 1e9 if up.last_ack_ns else None) if up else None,
+                         last_ack=up.last_ack_ns / 1e9 if up.last_ack_ns else None,
+                         signed_acks=up.ack_check is not None,
+                         refused_acks=dict(up.refused_acks)) if up else None,
+            "backend": {"file": str(self.backend.path), "error": self.backend.error,
+                        "keys": describe(self.backend.keys),
+                        "required": self.contract == 2 or self.site.commands is not None},
             "alarms": self.control.active() if self.control else [],
             "devices": {n: _health(d) for n, d in self.drivers.items()},
         }

@@ -6,10 +6,10 @@ broker probe and the registry are imported inside the handlers that need them.
 
 from __future__ import annotations
 
-from cimedge.provisioning import buffer, ca, doctor, points, provision, rotate, tail
+from cimedge.provisioning import backend, buffer, ca, doctor, points, provision, rotate, tail
 from cimedge.provisioning.clikit import Subparsers
 
 
 def add_parsers(sub: Subparsers) -> None:
-    for module in (provision, ca, doctor, tail, points, buffer, rotate):
+    for module in (provision, ca, backend, doctor, tail, points, buffer, rotate):
         module.add_parsers(sub)

@@ -72,7 +72,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _demo(state: Path, args: argparse.Namespace) -> None:
+    from cimedge.cloud_sync.receiver.ingest import IngestKey, IngestKeys
     from cimedge.cloud_sync.receiver.registry import Registry
+    from cimedge.provisioning.backend import ensure_demo_keys
     from cimedge.cloud_sync.receiver.service import Receiver
     from cimedge.cloud_sync.transport import parse_broker
     from cimedge.tools.broker import InProcessBroker, Mosquitto, mosquitto_binary
@@ -119,8 +121,10 @@ async def _demo(state: Path, args: argparse.Namespace) -> None:
         site = site_config.load(site_file)
         registry = Registry(state / "registry.sqlite")
         registry.load_enrollment_file(enrollment)
+        # the demo is its own backend: it signs v2 acks with an ingest key of its own
+        ingest = IngestKeys([IngestKey(ensure_demo_keys(state))])
         receiver = Receiver(host, port, state / "receiver.sqlite", registry,
-                            mqtt_version=mqtt_version)
+                            mqtt_version=mqtt_version, ingest=ingest)
         gateway = Gateway(site, key)
         view = _View(gateway, receiver, sim, url, state, live=sys.stdout.isatty() and not args.no_view)
         view.headline = headline

@@ -1,6 +1,7 @@
 """`cimedge doctor`: check an installation, one pass/fail line per check, each failure with a fix.
 
-Checks: the site config; the device key and its permissions; the TLS files; each serial
+Checks: the site config; the device key and its permissions; the TLS files; backend.json
+(the keys that sign acks and commands); each serial
 port (exists, opens, something answers); each configured device (one poll with a short
 timeout, or the running gateway's view of it); the broker (TCP, TLS both ways, CONNACK);
 the clock; disk space and the buffer quota; the buffer's integrity (read-only). The exit
@@ -16,7 +17,7 @@ import sqlite3
 from collections.abc import Callable
 
 from cimedge.edge.errors import CimEdgeError
-from cimedge.provisioning import checks
+from cimedge.provisioning import backend, checks
 from cimedge.provisioning.checks import Context, Result
 from cimedge.provisioning.clikit import Progress, Subparsers, add_where, command, config_path, state_dir
 
@@ -49,11 +50,12 @@ def diagnose(ctx: Context, progress: Progress | None = None) -> list[Result]:
     run("config", lambda: checks.config(ctx))
     run("key", lambda: checks.key(ctx))
     if ctx.site is None:
-        skipped = ["tls", "serial", "devices", "broker", "disk", "buffer"]
+        skipped = ["tls", "backend", "serial", "devices", "broker", "disk", "buffer"]
         out += [Result(c, "skip", "needs a valid config") for c in skipped]
         run("clock", lambda: checks.clock(ctx))
         return out
     run("tls", lambda: checks.tls(ctx))
+    run("backend", lambda: backend.check(ctx))
     ports = checks.serial_ports(ctx)
     missing = {p: r for p in ports if (r := checks.serial_exists(ctx, p)) is not None}
     run("devices", lambda: checks.devices(ctx))
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         for name in ("pymodbus", "drivers", "asyncio"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     ctx = Context(config=config_path(args), state=state_dir(args), timeout=args.timeout)
-    progress = Progress("doctor", total=8)
+    progress = Progress("doctor", total=9)
     try:
         results = diagnose(ctx, progress)
     finally:

@@ -15,14 +15,15 @@ from typing import Any
 
 from cryptography import x509
 
+from cimedge.cloud_sync import backend_keys
 from cimedge.edge import config as site_config
 from cimedge.edge.errors import CimEdgeError, ConfigError
 from cimedge.provisioning import certs, identity, tomledit
 from cimedge.provisioning.clikit import CONFIG_NAME, Subparsers, UsageError, command, default_state_dir
 
 FALLBACK_BROKER = "mqtts://localhost:8883"
-KEY, ENROLLMENT, TLS_KEY, TLS_CSR, TLS_CERT, CA_CERT = (
-    "device.key", "enrollment.json", "tls.key", "tls.csr", "tls.crt", "ca.pem")
+KEY, ENROLLMENT, TLS_KEY, TLS_CSR, TLS_CERT, CA_CERT, BACKEND = (
+    "device.key", "enrollment.json", "tls.key", "tls.csr", "tls.crt", "ca.pem", "backend.json")
 
 
 def site_types() -> list[str]:
@@ -138,6 +139,9 @@ def provision(args: argparse.Namespace) -> dict[str, Any]:
                            "gateway's identity, or run `cimedge rotate-key` to rotate it")
     text, source = template(args)
     config = site_config_text(text, source, args, state / CONFIG_NAME)
+    keys = None
+    if args.backend is not None:
+        keys = backend_keys.load(args.backend)  # checked before anything is written
     tls_key = certs.new_key()
     csr = certs.csr_for(tls_key, args.device_id, args.site_type)
     cert = ca_pem = None
@@ -159,12 +163,16 @@ def provision(args: argparse.Namespace) -> dict[str, Any]:
             certs.write_public(state / TLS_CERT, certs.cert_pem(cert))
             certs.write_public(state / CA_CERT, ca_pem)
         certs.write_public(state / CONFIG_NAME, config.encode())
+        if keys is not None:
+            backend_keys.write(state / BACKEND, keys)
     except OSError as e:
         raise CimEdgeError(f"cannot write to {state}: {e.strerror}") from None
     files = {"key": KEY, "enrollment": ENROLLMENT, "tls_key": TLS_KEY, "tls_csr": TLS_CSR,
              "site_config": CONFIG_NAME}
     if cert is not None:
         files |= {"tls_cert": TLS_CERT, "ca_cert": CA_CERT}
+    if keys is not None:
+        files["backend"] = BACKEND
     return {"device_id": args.device_id, "site_type": args.site_type, "state_dir": str(state),
             "kid": record["kid"], "template": source,
             "broker": tomledit.get(config, "sync.broker"), "files": files}
@@ -184,6 +192,12 @@ def render(r: dict[str, Any]) -> str:
     else:
         lines.append(f"               have it signed by the city CA and save the certificate "
                      f"as {state / TLS_CERT} (test CA: cimedge ca sign)")
+    if "backend" in files:
+        lines.append(f"  backend      {files['backend']}  the keys whose acks and commands it "
+                     "believes")
+    else:
+        lines.append(f"               no backend.json yet: get it from operations, then "
+                     f"cimedge backend install backend.json --state-dir {state}")
     lines += [f"  site config  {files['site_config']}  from {r['template']}, broker "
               f"{r['broker']}",
               f"next: check the devices' ports in {state / CONFIG_NAME}, then "
@@ -215,6 +229,9 @@ def add_parsers(sub: Subparsers) -> None:
                         "(devices.ps1.port=/dev/ttyUSB0); repeatable")
     p.add_argument("--ca-dir", type=Path, metavar="DIR",
                    help="sign the TLS request with this test CA right away (cimedge ca init)")
+    p.add_argument("--backend", type=Path, metavar="FILE",
+                   help="the backend.json from operations: the keys whose acks and commands "
+                        "this gateway believes (cimedge backend keygen makes one)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing identity (the old key is gone for good)")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")

@@ -95,6 +95,15 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"sync        sent {sync.get('sent', 0)}  acked {sync.get('acked', 0)}  "
                      f"resent {sync.get('resent', 0)}  refused {sync.get('nacked', 0)}  "
                      f"last ack {ago}")
+        refused = sync.get("refused_acks") or {}
+        if refused or sync.get("signed_acks"):
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(refused.items())) or "none"
+            lines.append(f"acks        {'signed (v2)' if sync.get('signed_acks') else 'v1'}: "
+                         f"refused {sum(refused.values())} ({kinds}), changed nothing")
+        backend = d.get("backend") or {}
+        if backend.get("required"):
+            lines.append(f"backend     {backend.get('keys')}"
+                         + (f"  ERROR {backend['error']}" if backend.get("error") else ""))
         buf = d.get("buffer") or {}
         if buf.get("quota_bytes"):
             lines.append(f"quota       {buf['used_bytes']} of {buf['quota_bytes']} bytes "

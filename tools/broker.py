@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cimedge.cloud_sync.transport import MAX_PACKET_SIZE  # what every client asks for too
 from cimedge.edge.errors import CimEdgeError
 
 
@@ -39,10 +40,13 @@ class Mosquitto:
 
     The same port can be kept across stop()/start() so a test can restart the broker
     under a running gateway. Persistence is on, so QoS 1 sessions survive a restart.
+    ``max_packet_size`` None leaves the broker without a size limit (a test that shows the
+    clients' own limit at work needs a broker that would forward anything).
     """
 
     def __init__(
-        self, port: int | None = None, workdir: Path | None = None, extra_conf: str = ""
+        self, port: int | None = None, workdir: Path | None = None, extra_conf: str = "",
+        max_packet_size: int | None = MAX_PACKET_SIZE,
     ) -> None:
         binary = mosquitto_binary()
         if binary is None:
@@ -53,6 +57,7 @@ class Mosquitto:
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cimedge-mosq-"))
         self.extra_conf = extra_conf
+        self.max_packet_size = max_packet_size
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,7 +73,8 @@ class Mosquitto:
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 100000\n"
-            "log_dest stderr\n"
+            + (f"max_packet_size {self.max_packet_size}\n" if self.max_packet_size else "")
+            + "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n" + ("user root\n" if os.geteuid() == 0 else "") + self.extra_conf
             # As root, mosquitto drops to user "mosquitto", which cannot write the

@@ -148,6 +148,16 @@ def _add_run(rsub: Subparsers) -> None:
                     help="most messages per transaction (default 128)")
     rr.add_argument("--metrics-every", type=float, metavar="SECONDS",
                     help="print the counters as one JSON line this often (default: never)")
+    rr.add_argument("--ingest-key", type=Path, action="append", default=[], metavar="FILE",
+                    help="the backend ingest key (0600) that signs acks to v2 gateways "
+                         "(cimedge backend keygen --role ingest); repeatable: it signs with "
+                         "the first still valid")
+    rr.add_argument("--backend", type=Path, metavar="FILE",
+                    help="the backend.json gateways hold: each --ingest-key must be listed "
+                         "there, and its not_after says until when it signs")
+    rr.add_argument("--max-packet-size", type=int, metavar="BYTES",
+                    help="MQTT 5 Maximum Packet Size asked of the broker (default: 1 MiB "
+                         "message + 4 KiB)")
     tls = rr.add_argument_group("broker TLS and credentials (mqtts:// turns TLS on)")
     tls.add_argument("--ca-file", type=Path, metavar="FILE",
                      help="CA certificate(s) the broker's certificate must chain to")
@@ -229,6 +239,16 @@ def run(args: argparse.Namespace) -> int:
     host, port, tls = parse_broker(args.broker)
     tls_context = make_tls_context(tls, args.ca_file, args.cert_file, args.key_file)
     password = read_password(args.password_file)
+    ingest = None
+    if args.ingest_key:
+        from cimedge.cloud_sync.receiver.ingest import IngestKeys
+
+        ingest = IngestKeys.load(args.ingest_key, args.backend)
+    elif args.backend:
+        raise OptionError("--backend", "names the file --ingest-key keys are checked against; "
+                                       "give --ingest-key too")
+    if args.max_packet_size is not None and not 4096 <= args.max_packet_size <= 268435460:  # noqa: PLR2004
+        raise OptionError("--max-packet-size", "must be 4096 to 268435460 bytes")
     path = _registry_target(args)
     if args.enroll:
         writer = open_registry(path)
@@ -239,10 +259,11 @@ def run(args: argparse.Namespace) -> int:
             writer.close()
     registry = open_registry(path, readonly=True)
     options: dict[str, Any] = {k: v for k, v in (("inflight", args.inflight),
-                                                 ("max_group", args.max_group)) if v}
+                                                 ("max_group", args.max_group),
+                                                 ("max_packet_size", args.max_packet_size)) if v}
     receiver = Receiver(host, port, args.db, registry, group=args.group,
                         client_id=args.client_id, tls_context=tls_context,
-                        username=args.username, password=password, **options)
+                        username=args.username, password=password, ingest=ingest, **options)
     receiver.on_ready = lambda: _announce(receiver, args.db)
     main: Any = _with_metrics(receiver, args.metrics_every)
     web = None
@@ -279,8 +300,10 @@ def _announce(receiver: Any, db: str) -> None:
         from cimedge.cloud_sync.receiver.pgstore import describe
 
         where = describe(db)
+    acks = (f"v2 acks signed by ingest key {receiver.ingest.current().kid.hex()}"
+            if receiver.ingest else "v2 acks UNSIGNED (no --ingest-key): v2 gateways ignore them")
     print(f"receiver {receiver.client_id} ready: $share/{receiver.group}/cim/v1/+/batch|event "
-          f"on {receiver.host}:{receiver.port}, store {where}", flush=True)
+          f"on {receiver.host}:{receiver.port}, store {where}; {acks}", flush=True)
 
 
 async def _with_metrics(receiver: Any, every: float | None) -> None:

@@ -18,7 +18,7 @@ from cimedge.provisioning import ca
 from cimedge.tools.broker import Mosquitto, free_port, mosquitto_binary
 
 DEV = "ps-0042"
-BACKEND_CN = "cim-ingest"  # the receiver's certificate CN, the ACL's backend user
+BACKEND_CN = "backend.ingest-1"  # the receiver's certificate CN, the ACL's backend user
 
 
 @dataclass

@@ -68,10 +68,11 @@ def test_a_good_installation_passes_every_check(gw):
     rows = out.stdout.splitlines()
     assert [r[:22] for r in rows if r[:4] == "PASS"] == [
         "PASS  config          ", "PASS  key             ", "PASS  tls             ",
+        "PASS  backend         ",
         "PASS  device ps1      ", "PASS  device m1       ", "PASS  device m2       ",
-        f"PASS  serial {rows[6][13:22]}", "PASS  broker          ", "PASS  clock           ",
+        f"PASS  serial {rows[7][13:22]}", "PASS  broker          ", "PASS  clock           ",
         "PASS  disk            ", "PASS  buffer          "]
-    assert "/dev/pts/" in rows[6]
+    assert "/dev/pts/" in rows[7]
     assert "accepts this gateway (mutual TLS" in out.stdout
     assert rows[-1].startswith("0 failed, ")
 
@@ -80,8 +81,8 @@ def test_json_output_for_scripts_and_a_progress_line_on_a_terminal(gw):
     out = doctor(gw, "--json", env={"CIMEDGE_PROGRESS": "1"})  # as if stderr were a terminal
     assert out.returncode == 0, out.stdout
     # (text mode reads each carriage return as a newline)
-    assert "\ndoctor [##########..........] 4/8 " in out.stderr
-    assert "\ndoctor [####################] 8/8 " in out.stderr
+    assert "\ndoctor [########............] 4/9 " in out.stderr
+    assert "\ndoctor [####################] 9/9 " in out.stderr
     assert out.stderr.endswith("\n" + " " * 100 + "\n")  # cleared before the report
     report = json.loads(out.stdout)
     assert report["ok"] is True

@@ -103,12 +103,9 @@ def test_a_client_without_a_certificate_is_refused(tls_broker):
 
 
 def certificate(tls_broker, tmp_path, cn: str) -> tuple[Path, Path]:  # noqa: ANN001
-    """A client key (0600) and certificate with this CN, signed by the broker's CA."""
-    key = certs.new_key()
-    certs.write_private(tmp_path / f"{cn}.key", certs.key_pem(key))
-    (tmp_path / f"{cn}.csr").write_bytes(certs.csr_for(key, cn, "backend"))
-    ca.sign_csr(tls_broker.ca_dir, tmp_path / f"{cn}.csr", tmp_path / f"{cn}.crt")
-    return tmp_path / f"{cn}.crt", tmp_path / f"{cn}.key"
+    """A backend client key (0600) and certificate with this CN (`cimedge ca client`)."""
+    crt = ca.client_cert(tls_broker.ca_dir, cn, tmp_path)
+    return crt, tmp_path / f"{cn}.key"
 
 
 def test_the_receiver_ingests_through_mutual_tls(gw, tmp_path, tls_broker) -> None:  # noqa: ANN001

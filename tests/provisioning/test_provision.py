@@ -165,13 +165,30 @@ def test_ca_commands(tmp_path):
                           f"--ca-dir {tmp_path}/nothing` first\n")
 
     out = cimedge("ca", "mosquitto", "--ca-dir", d, "--out-dir", tmp_path / "mq", "--port",
-                  "8884", "--backend-user", "cim-ingest")
+                  "8884", "--backend-user", "cim-ingest")  # could be a device id: refused
+    assert (out.returncode, out.stderr) == (1, (
+        "cimedge: backend name 'cim-ingest' must hold a dot (backend.ingest-1, say): a name "
+        "without one could be a device id, and a gateway's certificate would then carry the "
+        "backend's rights\n"))
+    assert not (tmp_path / "mq").exists() or not any((tmp_path / "mq").iterdir())
+    out = cimedge("ca", "mosquitto", "--ca-dir", d, "--out-dir", tmp_path / "mq", "--port",
+                  "8884", "--backend-user", "backend.ingest-1", "--backend-user",
+                  "backend.ingest-2")
     assert out.returncode == 0, out.stderr
     conf = (tmp_path / "mq" / "mosquitto-tls.conf").read_text()
-    assert "require_certificate true\nuse_identity_as_username true\n" in conf
+    assert ("require_certificate true\nuse_identity_as_username true\n"
+            "use_username_as_clientid true\n") in conf
+    assert conf.endswith("max_packet_size 1052672\n")
+    assert f"cafile {tmp_path / 'mq' / 'ca.pem'}\n" in conf  # the broker's own copy
     acl = (tmp_path / "mq" / "acl").read_text()
-    assert "user cim-ingest\ntopic readwrite cim/v1/#\n" in acl
-    assert acl.endswith("pattern readwrite cim/v1/%u/#\n")
+    backend = ("topic read cim/v1/+/batch\ntopic read cim/v1/+/event\n"
+               "topic read cim/v1/+/status\ntopic write cim/v1/+/ack\n"
+               "topic write cim/v1/+/cmd\n")
+    assert f"user backend.ingest-1\n{backend}\nuser backend.ingest-2\n{backend}" in acl
+    assert acl.endswith("pattern write cim/v1/%u/batch\npattern write cim/v1/%u/event\n"
+                        "pattern write cim/v1/%u/status\npattern read cim/v1/%u/ack\n"
+                        "pattern read cim/v1/%u/cmd\n")
+    assert "readwrite" not in acl.replace("# ", "")
     server = certs.load_cert(tmp_path / "mq" / "server.pem")
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(n.value) for n in names] == ["127.0.0.1", "localhost"]
