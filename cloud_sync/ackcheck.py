@@ -14,6 +14,7 @@ from collections.abc import Callable
 from cimedge.cloud_sync import cose
 from cimedge.cloud_sync.ack import MAX_SIGNED_SIZE, SignedAck, ack_aad, decode_signed_ack_payload
 from cimedge.cloud_sync.backend_keys import BackendFile
+from cimedge.cloud_sync.cbor_limits import loads_untrusted
 from cimedge.cloud_sync.reject import Reject
 
 # unsigned: a plain CBOR map (a v1 ack, or anyone's forgery); malformed: neither a COSE_Sign1
@@ -49,12 +50,11 @@ class AckCheck:
         try:
             msg = cose.parse_sign1(data, max_size=MAX_SIGNED_SIZE)
         except Reject as e:
-            if data[:1] and 0xA0 <= data[0] <= 0xBF:  # noqa: PLR2004 - CBOR major type 5, a map
+            if _is_map(data):
                 raise AckRefused("unsigned", "a plain CBOR map, not a signed ack") from None
             raise AckRefused("malformed", str(e)) from None
+        self.keys.refresh()  # one stat at most a second: backend.json may have been replaced
         key = self.keys.keys.find(msg.kid, ROLE)
-        if key is None and self.keys.refresh():  # backend.json may just have been replaced
-            key = self.keys.keys.find(msg.kid, ROLE)
         if key is None:
             raise AckRefused("unknown_key", f"kid {msg.kid.hex()} is not an ingest key of "
                                             f"{self.keys.path}")
@@ -68,3 +68,10 @@ class AckCheck:
         except Reject as e:
             raise AckRefused("malformed", str(e)) from None
         return SignedAck(seq=seq, ok=ok, prefix=prefix, err=err, kid=msg.kid)
+
+
+def _is_map(data: bytes) -> bool:
+    try:
+        return type(loads_untrusted(data, max_size=MAX_SIGNED_SIZE, max_depth=2)) is dict
+    except Reject:
+        return False

@@ -229,7 +229,8 @@ class BackendFile:
     """A backend.json that may change while the gateway runs; re-read when its file changes.
 
     ``keys`` is the last good content. ``refresh()`` (cheap: one stat, at most once per
-    ``min_interval`` seconds) re-reads the file when its size, mtime or inode changed; a
+    ``min_interval`` seconds; called on every ack and command) re-reads the file when its
+    size, mtime or inode changed, so a key added or dropped takes effect within a second; a
     file that became invalid keeps the old keys and sets ``error``. A missing file is an
     empty key set, so a gateway still polls, stores and sends while it waits for one.
     """

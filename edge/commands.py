@@ -122,9 +122,8 @@ def operations_keys(backend: BackendFile, legacy_key_file: Path | None = None) -
                     "the setting; it is still trusted for now", backend.path, legacy_key_file)
 
     def lookup(kid: bytes, now: float) -> bytes:
+        backend.refresh()  # one stat at most a second: a key dropped from the file is dropped
         key = backend.keys.find(kid, "operations")
-        if key is None and backend.refresh():
-            key = backend.keys.find(kid, "operations")
         if key is not None:
             if not key.valid(now):
                 raise Refused("expired_key", f"operations key {kid.hex()} is past its not_after")

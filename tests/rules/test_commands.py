@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cimedge.cloud_sync import backend_keys as bk
 from cimedge.edge import commands, config, sites
 from cimedge.edge.clock import ManualClock
 from cimedge.edge.control import Controller
@@ -21,11 +22,11 @@ DEV = "ps-0001"
 
 @pytest.fixture
 def backend(tmp_path):
+    """An operations key in the gateway's backend.json, beside an ingest key (DESIGN 4a)."""
     key = Ed25519PrivateKey.generate()
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
-    (tmp_path / "backend.pub").write_bytes(pem)
-    text = sites.render("pump_station") + '\n[commands]\nbackend_key_file = "backend.pub"\n'
+    bk.write(tmp_path / "backend.json", bk.BackendKeys((
+        bk.entry_for(Ed25519PrivateKey.generate(), "ingest"), bk.entry_for(key, "operations"))))
+    text = sites.render("pump_station") + "\n[commands]\n"
     (tmp_path / "site.toml").write_text(text)
     return key, config.load(tmp_path / "site.toml")
 
@@ -35,10 +36,13 @@ class Gw:
 
     def __init__(self, tmp, site) -> None:
         self.tmp, self.site, self.clock = tmp, site, ManualClock(T0)
+        # backend.json re-read on every command (the daemon's: at most once a second)
+        self.backend = bk.BackendFile(tmp / "backend.json", min_interval=0)
 
     async def __aenter__(self) -> Controller:
         self.store = await Store(self.tmp / "buffer.sqlite").__aenter__()
-        return await Controller.open(self.site, {}, self.store, clock=self.clock)
+        return await Controller.open(self.site, {}, self.store, clock=self.clock,
+                                     backend=self.backend)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.store.__aexit__(None, None, None)
@@ -153,3 +157,46 @@ def test_public_key_files(tmp_path):
     (tmp_path / "bad").write_text("hello")
     with pytest.raises(config.ConfigError, match="not a PEM public key"):
         commands.load_public_key(tmp_path / "bad")
+
+
+async def test_operations_keys_roll_over_and_end(tmp_path, backend):
+    """Two operations keys are trusted side by side; one past its not_after is refused, as
+    are the ingest key (another role) and a key dropped from a replaced backend.json."""
+    key, site = backend
+    doc = bk.load(tmp_path / "backend.json")
+    new, old_end = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    ingest = Ed25519PrivateKey.generate()
+    bk.write(tmp_path / "backend.json", bk.BackendKeys((
+        *doc.keys, bk.entry_for(new, "operations"), bk.entry_for(ingest, "ingest"),
+        bk.entry_for(old_end, "operations", not_after=T0 / S - 1))))
+    gw = Gw(tmp_path, site)
+    async with gw as ctl:
+        await ctl.on_cmd(cmd(key, set_key="on", value=3.6))
+        await ctl.on_cmd(cmd(new, set_key="on", value=3.7))
+        assert ctl.rules.conds["pump_demand"].rule.on == 3.7
+        await ctl.on_cmd(cmd(old_end, set_key="on", value=3.8))
+        gw.clock.advance(11)
+        await ctl.on_cmd(cmd(ingest, set_key="on", value=3.8))
+        assert ctl.refused == {"expired_key": 1, "unknown_key": 1}
+        bk.write(tmp_path / "backend.json", bk.BackendKeys((bk.entry_for(new, "operations"),)))
+        gw.clock.advance(11)
+        await ctl.on_cmd(cmd(key, set_key="on", value=3.9))  # dropped: no longer trusted
+        await ctl.on_cmd(cmd(new, set_key="on", value=3.9))
+        assert ctl.rules.conds["pump_demand"].rule.on == 3.9
+    assert ctl.refused == {"expired_key": 1, "unknown_key": 2}
+
+
+async def test_the_old_backend_key_file_is_still_read_with_a_warning(tmp_path, caplog):
+    key = Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "backend.pub").write_bytes(pem)
+    text = sites.render("pump_station") + '\n[commands]\nbackend_key_file = "backend.pub"\n'
+    (tmp_path / "site.toml").write_text(text)
+    site = config.load(tmp_path / "site.toml")  # and no backend.json at all
+    async with Gw(tmp_path, site) as ctl:
+        await ctl.on_cmd(cmd(key, set_key="on", value=3.6))
+        assert ctl.rules.conds["pump_demand"].rule.on == 3.6
+    assert any("[commands] backend_key_file is deprecated: list the key in "
+               f"{tmp_path}/backend.json as an operations key" in r.message
+               for r in caplog.records)
