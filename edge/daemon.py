@@ -123,6 +123,7 @@ class Gateway:
             "connected": bool(tr and tr.up.is_set()),
             "broker": self.site.sync.broker,
             "last_error": tr.last_error if tr else "",
+            "connects": tr.connects if tr else 0,
             "buffer": {"readings": d.readings, "events": d.events, "batches_unacked": d.batches,
                        "oldest_ts": d.oldest_ts_ns / 1e9 if d.oldest_ts_ns else None,
                        "next_seq": d.next_seq, "used_bytes": d.used_bytes,
