@@ -64,9 +64,9 @@ class Client:
             if not self._cv.wait_for(lambda: (topic, payload) in self.got, timeout):
                 raise AssertionError(f"{topic} {payload!r} never arrived; got {self.got}")
 
-    def publish(self, topic: str, payload: bytes) -> str:
+    def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> str:
         """The PUBACK reason: "Success", "No matching subscribers", "Not authorized", ..."""
-        return str(self.wait(self.c.publish(topic, payload, qos=1).mid))
+        return str(self.wait(self.c.publish(topic, payload, qos=1).mid, timeout))
 
     def subscribe(self, topic: str) -> list[str]:
         _, mid = self.c.subscribe(topic, qos=1)
