@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from provkit import ROOT, cimedge
 
-COMMANDS = [["provision"], ["ca", "init"], ["ca", "sign"], ["ca", "server"], ["ca", "mosquitto"],
-            ["doctor"], ["tail"], ["points"], ["buffer", "inspect"], ["rotate-key"]]
+COMMANDS = [["provision"], ["ca", "init"], ["ca", "sign"], ["ca", "server"], ["ca", "client"],
+            ["ca", "mosquitto"], ["backend", "keygen"], ["backend", "add"],
+            ["backend", "expire"], ["backend", "remove"], ["backend", "list"],
+            ["backend", "install"], ["doctor"], ["tail"], ["points"], ["buffer", "inspect"],
+            ["rotate-key"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
