@@ -73,10 +73,21 @@ def check(ctx: Context) -> list[Result]:
     assert s is not None  # noqa: S101 - doctor runs this only with a valid config
     path = s.path(s.gateway.backend_file)
     v2 = getattr(s.sync, "contract", 1) == 2  # noqa: PLR2004
-    needs = [role for role, needed in (("ingest", v2), ("operations", s.commands is not None))
+    legacy = s.commands is not None and bool(s.commands.backend_key_file)
+    needs = [role for role, needed in (("ingest", v2),
+                                       ("operations", s.commands is not None and not legacy))
              if needed]
     out: list[Result] = []
-    if s.commands is not None and s.commands.backend_key_file:
+    if legacy:
+        from cimedge.edge.commands import load_public_key
+        from cimedge.edge.errors import ConfigError
+
+        assert s.commands is not None  # noqa: S101 - legacy implies it
+        try:
+            load_public_key(s.path(s.commands.backend_key_file))
+        except ConfigError as e:
+            return [fail("backend", str(e), "the gateway does not start so: list the key in "
+                         "backend.json (cimedge backend add) and remove backend_key_file")]
         out.append(warn("backend", "[commands] backend_key_file is deprecated (still trusted)",
                         f"run: cimedge backend add {s.path(s.commands.backend_key_file)} --role "
                         f"operations --backend {path}, then remove the setting"))

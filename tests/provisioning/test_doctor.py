@@ -414,3 +414,44 @@ def test_damaged_buffer(gw):
         "database",
         "      fix: restart the gateway: it moves a damaged buffer aside (kept for support) and "
         "starts a new one; unsent readings in it are lost"]
+
+
+# -- backend ----------------------------------------------------------------------------------
+def test_commands_need_an_operations_key(gw, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    from cimedge.cloud_sync import backend_keys as bk
+
+    site = gw / "site.toml"
+    site.write_text(site.read_text() + "\n[commands]\n")
+    out = doctor(gw)
+    failed(out, "backend")
+    assert lines(out, "backend") == [
+        f"FAIL  backend          no {gw}/backend.json: every command is refused",
+        f"      fix: get backend.json from operations, then: cimedge backend install "
+        f"backend.json --state-dir {gw}"]
+    key = bk.write_private_key(tmp_path / "op.key")
+    bk.write(gw / "backend.json", bk.BackendKeys((
+        bk.entry_for(key, "operations", not_after=time.time() + 10 * 86400),)))
+    out = doctor(gw)
+    assert out.returncode == 0, out.stdout
+    end = bk.rfc3339(bk.load(gw / "backend.json").keys[0].not_after or 0)
+    assert lines(out, "backend")[:2] == [
+        f"WARN  backend          every operations key ends by {end}",
+        "      fix: get a backend.json with the next key from operations"]
+    # the old setting: still trusted, so no failure without backend.json, but a warning
+    (gw / "backend.json").unlink()
+    (gw / "backend.pub").write_text("not a key")
+    site.write_text(site.read_text() + 'backend_key_file = "backend.pub"\n')
+    out = doctor(gw)
+    failed(out, "backend")
+    assert lines(out, "backend")[0] == (f"FAIL  backend          {gw}/backend.pub: not a PEM "
+                                        "public key nor base64 of 32 raw bytes")
+    (gw / "backend.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    out = doctor(gw)
+    assert out.returncode == 0, out.stdout
+    assert lines(out, "backend")[:2] == [
+        "WARN  backend          [commands] backend_key_file is deprecated (still trusted)",
+        f"      fix: run: cimedge backend add {gw}/backend.pub --role operations --backend "
+        f"{gw}/backend.json, then remove the setting"]
