@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cimedge.cloud_sync import cose, senml
+from cimedge.cloud_sync import cose, payload2, senml
 from cimedge.cloud_sync.ack import PREFIX_LEN, decode_ack
 from cimedge.cloud_sync.ackcheck import AckCheck, AckRefused
 from cimedge.cloud_sync.reject import Reject
@@ -47,9 +47,10 @@ class Uplink:
 
     def __init__(self, store: Store, dev: str, key: Ed25519PrivateKey, units: Mapping[str, str],
                  *, batch_max: int = 1000, flush_interval: float = 1.0,
-                 ack_timeout: float = 10.0, max_inflight: int = 4,
+                 ack_timeout: float = 10.0, max_inflight: int = 4, contract: int = 1,
                  ack_check: AckCheck | None = None) -> None:
         self.store, self.dev, self.key, self.units = store, dev, key, units
+        self.contract = contract
         self.kid = cose.kid_for(key.public_key().public_bytes_raw())
         self.batch_max, self.flush_interval = batch_max, flush_interval
         self.ack_timeout, self.max_inflight = ack_timeout, max_inflight
@@ -67,18 +68,25 @@ class Uplink:
 
     # -- encoding, run in the store's thread so seq allocation and record are one step ----
     def _make_batch(self, seq: int, rows: list[Any]) -> bytes:
+        c = self.contract
         try:
-            recs = senml.encode_pack(self.dev, rows, self.units)
+            recs = senml.encode_pack(self.dev, rows, self.units, contract=c)
         except ValueError:
             # A row the receiver would refuse (a time before 1978 from an RTC reset, say)
             # would stall the uplink forever: send the rest, count and log what is dropped.
             good = [r for r in rows if _encodable(self.dev, r, self.units)]
             self.counters["dropped_invalid"] += len(rows) - len(good)
             log.error("dropped %d readings the receiver would refuse", len(rows) - len(good))
-            recs = senml.encode_pack(self.dev, good, self.units)
+            recs = senml.encode_pack(self.dev, good, self.units, contract=c)
+        if c == 2:  # noqa: PLR2004
+            return cose.sign1(payload2.batch_payload(seq, recs), self.key, self.kid,
+                              external_aad=cose.aad("batch", self.dev))
         return cose.sign1(senml.batch_payload(self.dev, seq, time.time(), recs), self.key, self.kid)
 
     def _make_events(self, seq: int, rows: list[Any]) -> bytes:
+        if self.contract == 2:  # noqa: PLR2004
+            return cose.sign1(payload2.event_payload(seq, rows), self.key, self.kid,
+                              external_aad=cose.aad("event", self.dev))
         return cose.sign1(senml.event_payload(self.dev, seq, time.time(), rows), self.key, self.kid)
 
     async def on_ack(self, data: bytes) -> None:

@@ -45,6 +45,7 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True):
     """The uplink: broker URL, batching and acknowledgement timing."""
 
     broker: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^/:]+(:\d+)?/?$")]
+    contract: Literal[1, 2] = 1  # the batch contract sent (DESIGN.md 4, 4a); no key: v1
     batch_max_readings: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 1000
     flush_interval_s: Positive = 1.0
     ack_timeout_s: Positive = 10.0

@@ -55,7 +55,7 @@ class Gateway:
         self.textfile = Textfile(self.store_path.parent)  # node-exporter figures, never fatal
         # backend.json: ingest keys for v2 acks, operations keys for commands (DESIGN §4a)
         self.backend = BackendFile(site.path(site.gateway.backend_file))
-        self.contract = getattr(site.sync, "contract", 1)
+        self.contract = site.sync.contract
 
     async def run(self) -> None:
         """Run until cancelled; shutdown stops polling first and closes the store last."""
@@ -71,7 +71,7 @@ class Gateway:
                 store, site.gateway.device_id, self.key, site.units,
                 batch_max=sync.batch_max_readings, flush_interval=sync.flush_interval_s,
                 ack_timeout=sync.ack_timeout_s, max_inflight=sync.max_inflight,
-                ack_check=self._ack_check())
+                contract=sync.contract, ack_check=self._ack_check())
             self.transport = transport = Transport(
                 sync.broker, site.gateway.device_id, uplink.on_ack, username=sync.username,
                 password_file=_opt(site, sync.password_file), ca_file=_opt(site, sync.ca_file),

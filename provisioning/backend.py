@@ -72,7 +72,7 @@ def check(ctx: Context) -> list[Result]:
     s = ctx.site
     assert s is not None  # noqa: S101 - doctor runs this only with a valid config
     path = s.path(s.gateway.backend_file)
-    v2 = getattr(s.sync, "contract", 1) == 2  # noqa: PLR2004
+    v2 = s.sync.contract == 2  # noqa: PLR2004
     legacy = s.commands is not None and bool(s.commands.backend_key_file)
     needs = [role for role, needed in (("ingest", v2),
                                        ("operations", s.commands is not None and not legacy))
