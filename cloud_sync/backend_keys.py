@@ -241,6 +241,7 @@ class BackendFile:
         self.error = ""
         self._stamp: tuple[int, int, int] | None = None
         self._checked = -float("inf")
+        self._loaded = False
         self.refresh(force=True)
 
     def refresh(self, *, force: bool = False) -> bool:
@@ -270,8 +271,10 @@ class BackendFile:
             except BackendFileError as e:
                 self.error = str(e)
                 log.error("keeping the previous backend keys: %s", e)  # noqa: TRY400
-        if self.keys != old:
-            log.warning("backend keys from %s: %s", self.path, describe(self.keys))
+        if self.keys != old:  # a change while running is worth a line; the first load less
+            log.log(logging.WARNING if self._loaded else logging.INFO, "backend keys from %s: %s",
+                    self.path, describe(self.keys))
+        self._loaded = True
         return self.keys != old
 
 

@@ -91,7 +91,8 @@ def client_cert(ca_dir: Path, name: str, out_dir: Path, *, days: int = 365) -> P
     key = certs.new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
                          x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "backend")])
-    cert = certs.sign(ca_key, ca_cert, subject, key.public_key(), days=days)  # type: ignore[arg-type]
+    cert = certs.sign(ca_key, ca_cert, subject, key.public_key(),  # type: ignore[arg-type]
+                      days=days)
     certs.write_private(out_dir / f"{name}.key", certs.key_pem(key))
     certs.write_public(out_dir / f"{name}.crt", certs.cert_pem(cert))
     return out_dir / f"{name}.crt"

@@ -81,16 +81,28 @@ class AckRig:
         (self.gw / "site.toml").write_text(text)
         self.start_gateway()
 
+    # The operator's steps run the functions behind `cimedge backend keygen|remove|install`
+    # in this process (tests/provisioning/test_backend_cli.py runs the commands themselves).
     def keygen(self, name: str, *, not_after: str | None = None) -> Path:
         """A new ingest key ``work/NAME.key``, listed in the operator's backend.json."""
-        extra = ["--not-after", not_after] if not_after else []
-        self.cli("backend", "keygen", "--role", "ingest", "--key", self.work / f"{name}.key",
-                 "--backend", self.backend, *extra)
+        from cimedge.provisioning.backend import add_key
+
+        key = bk.write_private_key(self.work / f"{name}.key")
+        end = bk.parse_time("--not-after", not_after) if not_after else None
+        add_key(self.backend, bk.entry_for(key, "ingest", end))
         return self.work / f"{name}.key"
+
+    def remove(self, name: str) -> None:
+        """Drop the ingest key ``work/NAME.key`` from the operator's backend.json."""
+        kid = kid_of(self.work / f"{name}.key")
+        bk.write(self.backend, bk.BackendKeys(tuple(
+            k for k in bk.load(self.backend).keys if k.kid != kid)))
 
     def install(self) -> None:
         """Put the operator's backend.json on the gateway (a running one picks it up)."""
-        self.cli("backend", "install", self.backend, "--state-dir", self.gw)
+        from cimedge.provisioning.backend import install_path
+
+        bk.write(install_path(self.gw), bk.load(self.backend))
 
     def start_gateway(self) -> None:
         self._spawn("gateway", ["-m", "cimedge", "run", "--config", str(self.gw / "site.toml")])
@@ -156,6 +168,11 @@ class AckRig:
     def drained(self) -> bool:
         """Every committed value stored, and nothing left unacked at the gateway."""
         return set(committed(self.gw)) <= set(stored(self.work)) and self.unacked() == 0
+
+    def emptied(self) -> bool:
+        """The gateway holds nothing more (what it deleted on a forged ack is lost, not held)."""
+        buf = self.status().get("buffer") or {}
+        return buf.get("readings") == 0 and buf.get("events") == 0 and self.unacked() == 0
 
 
 def wait(cond: Any, timeout: float, what: str) -> Any:  # noqa: ANN401

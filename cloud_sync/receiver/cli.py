@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.backend:
         raise OptionError("--backend", "names the file --ingest-key keys are checked against; "
                                        "give --ingest-key too")
-    if args.max_packet_size is not None and not 4096 <= args.max_packet_size <= 268435460:  # noqa: PLR2004
+    if args.max_packet_size is not None and not (
+            4096 <= args.max_packet_size <= 268435460):  # noqa: PLR2004 - MQTT's own bounds
         raise OptionError("--max-packet-size", "must be 4096 to 268435460 bytes")
     path = _registry_target(args)
     if args.enroll:

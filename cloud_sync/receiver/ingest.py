@@ -66,8 +66,9 @@ class IngestKeys:
         key = self.keys[-1]
         if self._warned != key.kid:
             self._warned = key.kid
-            log.error("every ingest key has ended (the last at %s): gateways refuse these "  # noqa: TRY400
-                      "acks as expired_key and keep their data", rfc3339(key.not_after or 0))
+            log.error("every ingest key has ended (the last at %s): gateways refuse these "
+                      "acks as expired_key and keep their data",
+                      rfc3339(key.not_after or 0))
         return key
 
     def sign(self, dev: str, seq: int, ok: bool, prefix: bytes, err: str | None) -> bytes:

@@ -96,10 +96,17 @@ def test_a_bad_backend_json_is_one_sentence(tmp_path: Path, text: str, reason: s
     text = text.replace('"PK"', json.dumps(base64.b64encode(raw).decode())).replace('"K"',
                                                                                     f'"{kid}"')
     (tmp_path / "backend.json").write_text(text)
+    with pytest.raises(bk.BackendFileError) as e:
+        bk.load(tmp_path / "backend.json")
+    line = str(e.value).replace(f"{tmp_path}/backend.json", "F").replace(kid, "K")
+    assert line.startswith(f"F: {reason}") and "\n" not in line, line
+
+
+def test_the_cli_says_it_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "backend.json").write_text('{"v": 2, "keys": []}')
     out = cimedge("backend", "list", "--backend", tmp_path / "backend.json")
-    assert out.returncode == 1 and out.stdout == ""
-    line = out.stderr.replace(f"{tmp_path}/backend.json", "F").replace(kid, "K")
-    assert line.startswith(f"cimedge: F: {reason}") and line.count("\n") == 1, line
+    assert (out.returncode, out.stdout, out.stderr) == (
+        1, "", f"cimedge: {tmp_path}/backend.json: v must be 1, got 2\n")
 
 
 def test_a_key_others_can_read_is_refused(tmp_path: Path) -> None:
