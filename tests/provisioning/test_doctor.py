@@ -417,13 +417,20 @@ def test_damaged_buffer(gw):
 
 
 # -- backend ----------------------------------------------------------------------------------
-def test_commands_need_an_operations_key(gw, tmp_path):
+def test_a_v2_gateway_needs_ingest_keys_and_commands_operations_keys(gw, tmp_path):
     from cryptography.hazmat.primitives import serialization
 
     from cimedge.cloud_sync import backend_keys as bk
 
     site = gw / "site.toml"
-    site.write_text(site.read_text() + "\n[commands]\n")
+    text = site.read_text()
+    site.write_text(tomledit.set_key(text, "sync", "contract", 2))  # a v2 gateway
+    out = doctor(gw)
+    failed(out, "backend")
+    assert lines(out, "backend")[0] == (
+        f"FAIL  backend          no {gw}/backend.json (ingest keys needed): acks cannot be "
+        "believed, so the buffer is never emptied")
+    site.write_text(text + "\n[commands]\n")
     out = doctor(gw)
     failed(out, "backend")
     assert lines(out, "backend") == [

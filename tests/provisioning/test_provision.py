@@ -71,6 +71,8 @@ def test_never_replaces_a_key_without_force(tmp_path):
     (["--set", "nonsense"], "cimedge: --set: 'nonsense' is not NAME=VALUE or TABLE.KEY=VALUE "
                             "(ps1_host=10.0.0.5, devices.ps1.port=/dev/ttyUSB0)\n"),
     (["--broker", "http://x"], None),
+    (["--backend", "/nonexistent/backend.json"], "cimedge: /nonexistent/backend.json: cannot "
+                                                 "read: No such file or directory\n"),
 ])
 def test_refusals_leave_nothing_behind(tmp_path, extra, error):
     args = {"--site-type": "lamp_pole", "--device-id": "lp-0007"}
@@ -112,10 +114,18 @@ def test_template_placeholders_and_values_from_the_command_line(tmp_path):
 
 
 def test_provision_with_a_test_ca_signs_the_request(tmp_path):
+    from cimedge.cloud_sync import backend_keys as bk
+
     assert cimedge("ca", "init", "--ca-dir", tmp_path / "ca").returncode == 0
+    ingest = bk.write_private_key(tmp_path / "ingest.key")
+    bk.write(tmp_path / "backend.json", bk.BackendKeys((bk.entry_for(ingest, "ingest"),)))
     out = cimedge("provision", "--site-type", "roadside_unit", "--device-id", "rsu-0003",
-                  "--state-dir", tmp_path / "gw", "--ca-dir", tmp_path / "ca")
+                  "--state-dir", tmp_path / "gw", "--ca-dir", tmp_path / "ca",
+                  "--backend", tmp_path / "backend.json")
     assert out.returncode == 0, out.stderr
+    assert "  backend      backend.json  the keys whose acks and commands it believes\n" in \
+        out.stdout
+    assert bk.load(tmp_path / "gw" / "backend.json") == bk.load(tmp_path / "backend.json")
     cert = certs.load_cert(tmp_path / "gw" / "tls.crt")
     assert certs.common_name(cert.subject) == "rsu-0003"
     assert certs.issued_by(cert, certs.load_cert(tmp_path / "gw" / "ca.pem"))
