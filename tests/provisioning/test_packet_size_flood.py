@@ -77,7 +77,7 @@ def test_huge_messages_on_our_topics_cost_no_memory(gw: Path, tmp_path: Path,
         wait_for(lambda: (status(gw)["daemon"]["sync"].get("refused_acks") or {}).get(
             "malformed", 0) >= 1, timeout=30, what="the gateway to count the marker")
         seq = backend.stats(DEV)["last_seq"]
-        wait_for(lambda: backend.stats(DEV)["last_seq"] >= seq + 2, timeout=30,
+        wait_for(lambda: backend.stats(DEV)["last_seq"] >= seq + 1, timeout=30,
                  what="the gateway's batches still stored after the flood")
         after = {"receiver": memory(rx_pid), "gateway": memory(gw_pid)}
         log = (tmp_path / "mq" / "mosquitto.log").read_text()
