@@ -167,6 +167,12 @@ def test_a_replaced_backend_json_is_picked_up(tmp_path: Path, ingest: Ed25519Pri
 
 
 # -- the uplink: delete only what the ack names ------------------------------------------------
+def signed_batch(key: Ed25519PrivateKey):  # noqa: ANN201
+    """A store ``make``: any signed message will do, the uplink reads only its signature."""
+    return lambda seq, rows: cose.sign1(dumps_det([seq, len(rows)]), key,
+                                        external_aad=cose.aad("batch", DEV))
+
+
 async def test_uplink_deletes_only_on_a_matching_prefix(tmp_path: Path, backend: bk.BackendFile,
                                                        ingest: Ed25519PrivateKey) -> None:
     device = Ed25519PrivateKey.generate()
@@ -174,7 +180,7 @@ async def test_uplink_deletes_only_on_a_matching_prefix(tmp_path: Path, backend:
         up = Uplink(store, DEV, device, {"p.x": "m"}, ack_check=AckCheck(DEV, backend))
         now = time.time_ns()
         await store.append([Reading("p.x", now, 1.0)])
-        batch = await store.build_batch("batch", 100, up._make_batch, now)  # noqa: SLF001
+        batch = await store.build_batch("batch", 100, signed_batch(device), now)
         assert batch is not None
         prefix = cose.parse_sign1(batch.payload).signature[:8]
         other = bytes(b ^ 0xFF for b in prefix)
@@ -191,11 +197,12 @@ async def test_uplink_deletes_only_on_a_matching_prefix(tmp_path: Path, backend:
 
 
 async def test_v1_uplink_trusts_a_plain_ack(tmp_path: Path) -> None:
+    device = Ed25519PrivateKey.generate()
     async with Store(tmp_path / "buffer.sqlite") as store:
-        up = Uplink(store, DEV, Ed25519PrivateKey.generate(), {"p.x": "m"})
+        up = Uplink(store, DEV, device, {"p.x": "m"})
         now = time.time_ns()
         await store.append([Reading("p.x", now, 1.0)])
-        batch = await store.build_batch("batch", 100, up._make_batch, now)  # noqa: SLF001
+        batch = await store.build_batch("batch", 100, signed_batch(device), now)
         assert batch is not None
         await up.on_ack(b"\xff")
         await up.on_ack(encode_ack(batch.seq, True))
