@@ -84,18 +84,31 @@ class Gateway:
             "--location", f"HIL rig {self.rig.spec.name}"]
         if self.rig.ca_dir is not None:
             args += ["--ca-dir", self.rig.ca_dir]
+        args += ["--backend", self._backend_keys()]
         for k, v in self.rig.template_values().items():
             args += ["--set", f"{k}={v}"]
         self.provisioning = cimedge(*args)
         return self.provisioning
 
+    def _backend_keys(self) -> Path:
+        """The backend's ingest key (the receiver signs v2 acks with it) and the
+        backend.json listing it, which provisioning installs on the gateway."""
+        keys = self.state.with_name("backend.json")
+        if not keys.exists():
+            out = cimedge("backend", "keygen", "--role", "ingest", "--key",
+                          self.state.with_name("ingest.key"), "--backend", keys)
+            assert out.returncode == 0, out.stderr
+        return keys
+
     def start_backend(self) -> None:
         db, reg = self.state.with_name("receiver.sqlite"), self.state.with_name("registry.sqlite")
+        self._backend_keys()
         out = cimedge("registry", "add", self.state / "enrollment.json", "--registry", reg)
         assert out.returncode == 0, out.stderr
         rx = self.receiver = Daemon(self.state.with_name("receiver.log"), "receiver", "run",
                                     "--broker", self.rig.backend_url, "--db", db,
-                                    "--registry", reg)
+                                    "--registry", reg, "--ingest-key",
+                                    self.state.with_name("ingest.key"))
         until(lambda: " ready: " in rx.output() or rx.proc.poll() is not None, 20,
               "the receiver to subscribe")
         assert rx.proc.poll() is None, rx.output()

@@ -81,8 +81,20 @@ def sims() -> Iterator[Sims]:
 
 
 @pytest.fixture(scope="session")
+def ingest_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The backend's ingest key (receivers sign v2 acks with it), listed in backend.json
+    beside it, which the installed gateway holds."""
+    from cimedge.cloud_sync import backend_keys as bk
+
+    d = tmp_path_factory.mktemp("backend")
+    key = bk.write_private_key(d / "ingest.key")
+    bk.write(d / "backend.json", bk.BackendKeys((bk.entry_for(key, "ingest"),)))
+    return d / "ingest.key"
+
+
+@pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory, sims: Sims, tls_broker: TlsBroker,
-              ca_dir: Path) -> Path:
+              ca_dir: Path, ingest_key: Path) -> Path:
     """A gateway provisioned with `cimedge provision` from the test template, CA-signed."""
     base = tmp_path_factory.mktemp("installed")
     template = base / "template.toml"
@@ -90,6 +102,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory, sims: Sims, tls_broker: 
     out = cimedge("provision", "--site-type", "pump_station", "--device-id", DEV,
                   "--state-dir", base / "gw", "--template", template,
                   "--broker", tls_broker.tls_url, "--ca-dir", ca_dir,
+                  "--backend", ingest_key.with_name("backend.json"),
                   "--set", f"ps1_port={sims.pump_port}", "--set", f"rtu_port={sims.rtu_port}")
     assert out.returncode == 0, out.stderr
     return base / "gw"

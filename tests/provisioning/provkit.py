@@ -162,10 +162,12 @@ class Backend:
     """The reference receiver and its registry, on the broker's plain loopback listener."""
 
     def __init__(self, work: Path, broker_url: str, *enrollments: Path,
-                 options: tuple[str | Path, ...] = ()) -> None:
+                 options: tuple[str | Path, ...] = (), ingest_key: Path | None = None) -> None:
         self.db, self.registry = work / "receiver.sqlite", work / "registry.sqlite"
         for e in enrollments:
             self.enroll(e)
+        if ingest_key is not None:  # acks to v2 gateways are signed with it
+            options = (*options, "--ingest-key", ingest_key)
         self.proc = Cli(work / "receiver.log", "receiver", "run", "--broker", broker_url,
                         "--db", self.db, "--registry", self.registry, *options)
         wait_for(lambda: " ready: " in self.proc.output() or self.proc.proc.poll() is not None,

@@ -104,12 +104,12 @@ def test_packets_past_the_contract_size_are_refused_at_the_broker(clients) -> No
 
 
 def test_another_certificate_cannot_take_over_a_gateways_client_id(
-        gw, tmp_path, tls_broker, clients) -> None:
+        gw, tmp_path, tls_broker, clients, ingest_key) -> None:
     """The real gateway on mutual TLS: a client with another device's certificate and the
     gateway's client id connects (five times) and the gateway is not disconnected; with
     the gateway's own certificate the same connect does take the session over, so the test
     sees a takeover when there is one."""
-    backend = Backend(tmp_path, tls_broker.url, gw / "enrollment.json")
+    backend = Backend(tmp_path, tls_broker.url, gw / "enrollment.json", ingest_key=ingest_key)
     gateway = Cli(tmp_path / "gateway.log", "run", "--config", gw / "site.toml")
     try:
         st = wait_for(lambda: (s := status(gw))["running"] and s["daemon"]["connected"] and s,

@@ -422,6 +422,7 @@ def test_a_v2_gateway_needs_ingest_keys_and_commands_operations_keys(gw, tmp_pat
 
     from cimedge.cloud_sync import backend_keys as bk
 
+    (gw / "backend.json").unlink()  # provisioned with one: take it away
     site = gw / "site.toml"
     text = site.read_text()
     site.write_text(tomledit.set_key(text, "sync", "contract", 2))  # a v2 gateway

@@ -36,8 +36,8 @@ def client_for(tls_broker, tmp_path, dev: str) -> mqtt.Client:
 
 
 @pytest.fixture
-def running(gw, tmp_path, tls_broker):
-    backend = Backend(tmp_path, tls_broker.url, gw / "enrollment.json")
+def running(gw, tmp_path, tls_broker, ingest_key):
+    backend = Backend(tmp_path, tls_broker.url, gw / "enrollment.json", ingest_key=ingest_key)
     gateway = Cli(tmp_path / "gateway.log", "run", "--config", gw / "site.toml")
     try:
         yield backend, gateway
@@ -108,11 +108,13 @@ def certificate(tls_broker, tmp_path, cn: str) -> tuple[Path, Path]:  # noqa: AN
     return crt, tmp_path / f"{cn}.key"
 
 
-def test_the_receiver_ingests_through_mutual_tls(gw, tmp_path, tls_broker) -> None:  # noqa: ANN001
+def test_the_receiver_ingests_through_mutual_tls(gw, tmp_path, tls_broker,  # noqa: ANN001
+                                                ingest_key) -> None:
     # Gateway and receiver both on the TLS listener; the receiver's certificate CN is the
     # ACL's backend user, allowed every device's topics.
     crt, key = certificate(tls_broker, tmp_path, BACKEND_CN)
-    backend = Backend(tmp_path, tls_broker.tls_url, gw / "enrollment.json", options=(
+    backend = Backend(tmp_path, tls_broker.tls_url, gw / "enrollment.json", ingest_key=ingest_key,
+                      options=(
         "--ca-file", tls_broker.ca_dir / "ca.pem", "--cert-file", crt, "--key-file", key))
     gateway = Cli(tmp_path / "gateway.log", "run", "--config", gw / "site.toml")
     try:

@@ -50,13 +50,14 @@ def open_broker(tmp_path: Path):
 
 
 def test_huge_messages_on_our_topics_cost_no_memory(gw: Path, tmp_path: Path,
-                                                    open_broker: Mosquitto) -> None:
+                                                    open_broker: Mosquitto,
+                                                    ingest_key: Path) -> None:
     site = gw / "site.toml"
     text = tomledit.set_key(site.read_text(), "sync", "broker", open_broker.url)
     for key in ("ca_file", "cert_file", "key_file"):
         text = tomledit.set_key(text, "sync", key, "")
     site.write_text(text)
-    backend = Backend(tmp_path, open_broker.url, gw / "enrollment.json")
+    backend = Backend(tmp_path, open_broker.url, gw / "enrollment.json", ingest_key=ingest_key)
     gateway = Cli(tmp_path / "gateway.log", "run", "--config", site)
     flood = None
     try:

@@ -27,8 +27,8 @@ def kid_and_seq(payload: bytes) -> tuple[str, int]:
 
 
 @pytest.fixture
-def running(gw, tmp_path, tls_broker):
-    backend = Backend(tmp_path, tls_broker.url, gw / "enrollment.json")
+def running(gw, tmp_path, tls_broker, ingest_key):
+    backend = Backend(tmp_path, tls_broker.url, gw / "enrollment.json", ingest_key=ingest_key)
     gateway = Cli(tmp_path / "gateway.log", "run", "--config", gw / "site.toml")
     try:
         yield backend, gateway
