@@ -19,8 +19,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from cimedge.cloud_sync.receiver.ingest import IngestKey, IngestKeys
 from cimedge.cloud_sync.receiver.registry import Registry
 from cimedge.cloud_sync.receiver.service import Receiver
+from cimedge.provisioning.backend import ensure_demo_keys
 from cimedge.provisioning.demo import DEVICE_ID, site_toml
 from cimedge.provisioning.identity import ensure_identity
 from cimedge.tools.broker import Mosquitto
@@ -48,8 +50,9 @@ class Site:
         _, enrollment = ensure_identity(self.tmp, DEVICE_ID, "pump_station")
         registry = Registry(self.tmp / "registry.sqlite")
         registry.load_enrollment_file(enrollment)
+        ingest = IngestKeys([IngestKey(ensure_demo_keys(self.tmp))])  # v2 acks are signed
         self.receiver = Receiver("127.0.0.1", self.broker.port, self.tmp / "receiver.sqlite",
-                                 registry)
+                                 registry, ingest=ingest)
         self.rx_task = asyncio.create_task(self.receiver.run())
         (self.tmp / "site.toml").write_text(
             site_toml(self.broker.url, self.sim.port, poll=0.2, flush=0.3, ack_timeout=2.0))

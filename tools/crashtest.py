@@ -37,6 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 from cimedge.provisioning.demo import DEVICE_ID, site_toml
+from cimedge.provisioning.backend import DEMO_INGEST_KEY, ensure_demo_keys
 from cimedge.provisioning.identity import ensure_identity
 from cimedge.tools.broker import Mosquitto
 
@@ -73,6 +74,7 @@ class Rig:
             raise RuntimeError(f"simulator did not start: {line!r}")
         port = int(line.rsplit(":", 1)[1])
         _, self.enrollment = ensure_identity(self.work, DEVICE_ID, "pump_station")
+        ensure_demo_keys(self.work)  # the backend's ingest key: signed acks for a v2 gateway
         (self.work / "site.toml").write_text(
             site_toml(self.broker.url, port, poll=self.poll, flush=0.2, ack_timeout=2.0))
         self.start_receiver()
@@ -86,7 +88,8 @@ class Rig:
         self._spawn("receiver", ["-m", "cimedge.provisioning.cli", "receiver", "run", "--broker",
                                  self.broker.url, "--db", str(self.work / "receiver.sqlite"),
                                  "--registry", str(self.work / "registry.sqlite"),
-                                 "--enroll", str(self.enrollment), "--client-id", "crash-rx"])
+                                 "--enroll", str(self.enrollment), "--client-id", "crash-rx",
+                                 "--ingest-key", str(self.work / DEMO_INGEST_KEY)])
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` and wait for the exit: its status, or HUNG if it never came."""
