@@ -21,6 +21,10 @@ DRIVERS: dict[str, str] = {
     "modbus": "cimedge.drivers.modbus",
     "dlt645": "cimedge.drivers.dlt645",
     "ble": "cimedge.drivers.ble",
+    "hj212": "cimedge.drivers.hj212",
+    "sl651": "cimedge.drivers.sl651",
+    "cjt188": "cimedge.drivers.cjt188",
+    "iec104": "cimedge.drivers.iec104",
 }
 
 
