@@ -1,13 +1,13 @@
 """One RS-485 line: a serial port opened once, shared by every device on it, one exchange at a time.
 
-Every serial device of a site (Modbus RTU, DL/T 645) that names the same ``port`` gets the
-same ``SerialBus``
+Every serial device of a site (Modbus RTU, DL/T 645, CJ/T 188) that names the same ``port``
+gets the same ``SerialBus``
 (``acquire()``/``release()`` count the users; the last one closes the port). Exchanges take
 turns in arrival order (``asyncio.Lock`` is FIFO), so a device that polls again goes behind
 the others already waiting. Separate ports are separate buses and run concurrently.
 
 The protocol supplies a finder that picks its answer out of the received bytes (Modbus RTU:
-unit, function code, CRC; DL/T 645: address, control code, checksum). Line discipline, as
+unit, function code, CRC; DL/T 645 and CJ/T 188: address, control code, checksum). Line discipline, as
 the Modbus serial-line spec asks of a master (and harmless for DL/T 645):
 
 - before sending, the line must have been quiet for 3.5 character times (1.75 ms above
