@@ -30,7 +30,7 @@ from cimedge.drivers.health import Silence
 from cimedge.drivers.hj212 import frame
 from cimedge.drivers.hj212.config import DeviceConfig, read_password
 from cimedge.drivers.latest import Latest
-from cimedge.edge.errors import BadFrame, ConfigError, DeviceException, DriverError, Timeout
+from cimedge.edge.errors import BadFrame, DeviceException, DriverError, Timeout
 from cimedge.edge.model import DeviceHealth, Quality, Value
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,25 @@ class Driver:
         return f"{self.device} (HJ 212 MN {self.config.mn})"
 
     async def __aenter__(self) -> Self:
-        """Read the password; listen (listen mode). A port that will not bind shows in health."""
-        try:
-            self.password = read_password(self.config.password_file)
-        except ValueError as exc:
-            raise ConfigError("", f"devices.{self.device}.password_file", str(exc)) from None
-        if self.config.mode == "listen":
+        """Read the password and listen (listen mode); trouble shows in health, not here."""
+        await self._open()
+        return self
+
+    async def _open(self) -> None:
+        """Read the password file (again, until it can be read), then listen in listen mode.
+
+        A missing or bad password file leaves this device reading COMM with the reason in
+        its health, and the rest of the gateway running; fixing the file takes effect at
+        the next poll.
+        """
+        if not self.password:
+            try:
+                self.password = read_password(self.config.password_file)
+            except ValueError as exc:
+                self._trouble = str(exc)
+                return
+            self._trouble = ""
+        if self.config.mode == "listen" and self.listener is None:
             cfg = self.config
             self.listener = await tcp_listen.acquire(
                 cfg.listen_host, cfg.listen_port, cfg.mn, self,
@@ -83,7 +96,6 @@ class Driver:
                                             max_connections=cfg.max_connections,
                                             idle_s=cfg.idle_timeout_s))
             self.latest.why_not = self.listener.error
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         """Stop listening or disconnect, also when cancelled."""
@@ -104,7 +116,10 @@ class Driver:
     async def read(self) -> list:  # type: ignore[type-arg]
         """One Reading per configured point, in config order (the last value reported)."""
         async with self._lock:
-            if self.config.mode == "poll":
+            await self._open()
+            if not self.password:
+                self.latest.why_not = self._trouble
+            elif self.config.mode == "poll":
                 try:
                     await self._poll()
                 except DriverError as exc:

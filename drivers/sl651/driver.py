@@ -25,7 +25,7 @@ from cimedge.drivers import tcp_listen
 from cimedge.drivers.latest import Latest
 from cimedge.drivers.sl651 import frame
 from cimedge.drivers.sl651.config import DeviceConfig, read_password
-from cimedge.edge.errors import BadFrame, ConfigError, DriverError, Timeout
+from cimedge.edge.errors import BadFrame, DriverError, Timeout
 from cimedge.edge.model import DeviceHealth, Quality, Reading, Value
 
 _NS = 1_000_000_000
@@ -64,19 +64,26 @@ class Driver:
         return f"{self.device} (SL 651 station {self.station})"
 
     async def __aenter__(self) -> Self:
-        """Read the password and listen; a port that will not bind shows in health."""
-        try:
-            self.password = read_password(self.config.password_file)
-        except ValueError as exc:
-            raise ConfigError("", f"devices.{self.device}.password_file", str(exc)) from None
-        cfg = self.config
-        self.listener = await tcp_listen.acquire(
-            cfg.listen_host, cfg.listen_port, self.station, self,
-            lambda: tcp_listen.Listener(cfg.listen_host, cfg.listen_port, frame.Split(),
-                                        max_connections=cfg.max_connections,
-                                        idle_s=cfg.idle_timeout_s))
-        self.latest.why_not = self.listener.error
+        """Read the password and listen; trouble (no password, port taken) shows in health."""
+        await self._open()
         return self
+
+    async def _open(self) -> None:
+        """Read the password file (again, until it can be read), then listen."""
+        if not self.password:
+            try:
+                self.password = read_password(self.config.password_file)
+            except ValueError as exc:
+                self._trouble = str(exc)
+                return
+            self._trouble = ""
+        if self.listener is None:
+            cfg = self.config
+            self.listener = await tcp_listen.acquire(
+                cfg.listen_host, cfg.listen_port, self.station, self,
+                lambda: tcp_listen.Listener(cfg.listen_host, cfg.listen_port, frame.Split(),
+                                            max_connections=cfg.max_connections,
+                                            idle_s=cfg.idle_timeout_s))
 
     async def __aexit__(self, *exc: object) -> None:
         """Stop listening, also when cancelled."""
@@ -96,6 +103,7 @@ class Driver:
     async def read(self) -> list[Reading]:
         """One Reading per configured point, in config order (the last value reported)."""
         async with self._lock:
+            await self._open()
             listener = self.listener
             if listener is not None and listener.error:
                 await listener.start()

@@ -53,6 +53,7 @@ class Station:
     packet_limit: int = frame.MAX_DATA
     want_answer: bool = True
     clock_offset_s: float = 0.0
+    hour_every: int = 30  # client mode: hour data (2061) after the first upload and every n
     sent: int = 0  # data messages sent
     answers: int = 0  # 9014 answers received
     requests: int = 0  # platform requests received
@@ -145,8 +146,12 @@ class Station:
             self._writer = writer
             listen = asyncio.create_task(self._listen(reader, writer))
             try:
+                n = 0
                 while not listen.done():
                     await self.push()
+                    if self.hour_every and n % self.hour_every == 0:
+                        await self.push(frame.CN_HOUR)
+                    n += 1
                     await asyncio.wait({listen}, timeout=self.interval_s)
             except (OSError, ConnectionError):
                 pass

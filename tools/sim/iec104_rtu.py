@@ -12,7 +12,8 @@ select before operate), each reflected in its feedback point and sent spontaneou
 ``rtu.set(name, value, quality=...)`` changes a value and sends it spontaneously.
 
 As a process: ``python -m cimedge.tools.sim.iec104_rtu [--port 2404]`` prints
-``listening PORT`` and serves until SIGTERM.
+``listening PORT`` and serves until SIGTERM. ``LiteRtu`` is the same RTU without c104 (what
+``cimedge demo --site pump_station`` runs).
 """
 
 import argparse
@@ -139,3 +140,138 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class LiteRtu:
+    """The same pump-station RTU without c104, for ``cimedge demo``: asyncio, our own APDU code.
+
+    Not an independent implementation (the driver's tests use ``Rtu`` for that); it answers
+    STARTDT, TESTFR, interrogations (100, 101), clock sync (103) and the two commands with
+    select before operate, acknowledges I-frames and sends ``level`` every ``cyclic_s``.
+    """
+
+    def __init__(self, common_address: int = 1, cyclic_s: float = 1.0) -> None:
+        from cimedge.drivers.iec104 import apci  # noqa: PLC0415
+
+        self.apci, self.ca, self.cyclic_s = apci, common_address, cyclic_s
+        self.values: dict[int, tuple[int, Any]] = {
+            1001: (apci.M_ME_NC_1, 1.75), 1002: (apci.M_ME_NB_1, 420),
+            2001: (apci.M_SP_NA_1, False), 2002: (apci.M_DP_NA_1, True),
+            4001: (apci.M_IT_NA_1, 123456)}
+        self.feedback = {3001: 2001, 3002: 2002}
+        self.port = 0
+        self.commands: list[tuple[int, bool]] = []
+        self._server: Any = None
+        self._writers: set[Any] = set()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen; the port bound."""
+        import asyncio  # noqa: PLC0415
+
+        self._server = await asyncio.start_server(self._serve, host, port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def close(self) -> None:
+        """Stop listening and drop every connection."""
+        if self._server is not None:
+            self._server.close()
+        for w in list(self._writers):
+            w.close()
+
+    def set(self, ioa: int, value: Any) -> None:
+        """Change a value and send it spontaneously to every client."""
+        type_id, _ = self.values[ioa]
+        self.values[ioa] = (type_id, value)
+        for w in list(self._writers):
+            w.send_value(ioa, self.apci.COT_SPONTANEOUS)
+
+    def _element(self, ioa: int) -> tuple[int, bytes]:
+        import struct  # noqa: PLC0415
+
+        a = self.apci
+        type_id, v = self.values[ioa]
+        if type_id == a.M_ME_NC_1:
+            return type_id, struct.pack("<fB", v, 0)
+        if type_id == a.M_ME_NB_1:
+            return type_id, struct.pack("<hB", v, 0)
+        if type_id == a.M_SP_NA_1:
+            return type_id, bytes((int(v),))
+        if type_id == a.M_DP_NA_1:
+            return type_id, bytes((2 if v else 1,))
+        return type_id, struct.pack("<iB", v, 0)
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        import asyncio  # noqa: PLC0415
+        import contextlib  # noqa: PLC0415
+
+        a, rtu = self.apci, self
+        state = {"ssn": 0, "rsn": 0, "on": False}
+
+        def send(asdu: bytes) -> None:
+            writer.write(a.i_frame(state["ssn"], state["rsn"], asdu))
+            state["ssn"] = (state["ssn"] + 1) % 32768
+
+        def send_value(ioa: int, cot: int) -> None:
+            if state["on"]:
+                type_id, element = rtu._element(ioa)
+                send(a.asdu(type_id, cot, rtu.ca, ioa, element))
+
+        writer.send_value = send_value
+        self._writers.add(writer)
+
+        async def cyclic() -> None:
+            while True:
+                await asyncio.sleep(self.cyclic_s)
+                send_value(1001, a.COT_PERIODIC)
+
+        ticker = asyncio.create_task(cyclic())
+        buf = bytearray()
+        try:
+            while data := await reader.read(4096):
+                buf += data
+                for apdu in a.split(buf)[0]:
+                    if apdu.format == "U":
+                        if apdu.function == a.STARTDT_ACT:
+                            state["on"] = True
+                            writer.write(a.u_frame(a.STARTDT_CON))
+                        elif apdu.function == a.TESTFR_ACT:
+                            writer.write(a.u_frame(a.TESTFR_CON))
+                        continue
+                    if apdu.format != "I":
+                        continue
+                    state["rsn"] = (apdu.ssn + 1) % 32768
+                    self._command(a.parse_asdu(apdu.asdu), send, send_value)
+                    writer.write(a.s_frame(state["rsn"]))
+        except OSError:
+            pass
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            self._writers.discard(writer)
+            writer.close()
+
+    def _command(self, asdu: Any, send: Any, send_value: Any) -> None:
+        a = self.apci
+        ioa = int.from_bytes(asdu.body[:3], "little")
+        element = asdu.body[3:]
+        confirm = a.asdu(asdu.type_id, a.COT_ACTCON, self.ca, ioa, element)
+        if asdu.type_id == a.C_IC_NA_1:
+            send(confirm)
+            for point in (1001, 1002, 2001, 2002):
+                send_value(point, a.COT_INTERROGATED)
+            send(a.asdu(asdu.type_id, a.COT_ACTTERM, self.ca, ioa, element))
+        elif asdu.type_id == a.C_CI_NA_1:
+            send(confirm)
+            send_value(4001, 37)  # requested by general counter interrogation
+            send(a.asdu(asdu.type_id, a.COT_ACTTERM, self.ca, ioa, element))
+        elif asdu.type_id == a.C_CS_NA_1:
+            send(confirm)
+        elif asdu.type_id in (a.C_SC_NA_1, a.C_DC_NA_1) and ioa in self.feedback:
+            send(confirm)
+            if not element[0] & 0x80:  # execute (not select): move the feedback
+                on = bool(element[0] & 1) if asdu.type_id == a.C_SC_NA_1 else element[0] & 3 == 2
+                self.commands.append((ioa, on))
+                self.set(self.feedback[ioa], on)
+                send(a.asdu(asdu.type_id, a.COT_ACTTERM, self.ca, ioa, element))

@@ -170,3 +170,21 @@ async def test_silent_peer_times_out_and_a_read_can_be_cancelled() -> None:
                 await task
     finally:
         server.close()
+
+
+async def test_the_demos_lite_rtu_serves_the_same_points() -> None:
+    from cimedge.tools.sim.iec104_rtu import LiteRtu
+
+    lite = LiteRtu(cyclic_s=0.05)
+    port = await lite.start()
+    try:
+        async with Driver("plc", config(port)) as drv:
+            first = by_name(await drv.read())
+            await drv.write("pump", True)
+            seen = drv.counts["asdus"]
+            await until(lambda: drv.counts["asdus"] >= seen + 2)  # cyclic level
+            got = by_name(await drv.read())
+    finally:
+        await lite.close()
+    assert first["level"].value == 1.75 and first["energy"].value == 123456
+    assert got["pump"].value is True and lite.commands == [(3001, True)]

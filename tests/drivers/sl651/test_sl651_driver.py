@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from cimedge.drivers.sl651 import DeviceConfig, Driver
-from cimedge.edge.errors import ConfigError, DriverError
+from cimedge.edge.errors import DriverError
 from cimedge.edge.model import Quality, Reading
 from cimedge.tools.sim.sl651_station import TZ, Station
 
@@ -172,9 +172,10 @@ async def test_not_connected_reads_comm_at_once(pw: str) -> None:
     assert "not connected" in drv.health().reason
 
 
-async def test_bad_password_file(tmp_path: Path) -> None:
+async def test_bad_password_file_fails_this_device_only(tmp_path: Path) -> None:
     bad = tmp_path / "pw"
     bad.write_text("12G4")
-    with pytest.raises(ConfigError, match="4 hex digits"):
-        async with Driver("hs", config(str(bad))):
-            pass
+    async with Driver("hs", config(str(bad))) as drv:
+        readings = await drv.read()
+    assert drv.listener is None and all(r.quality is Quality.COMM for r in readings)
+    assert "4 hex digits" in drv.health().reason
