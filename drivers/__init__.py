@@ -27,7 +27,16 @@ DRIVERS: dict[str, str] = {
     "iec104": "cimedge.drivers.iec104",
 }
 
+# Uplinks that speak a field protocol northwards ([north.NAME] tables): each module exports
+# NorthConfig (with problem(units)) and Reporter(name, config, store, last).
+NORTH: dict[str, str] = {"hj212": "cimedge.drivers.hj212.north"}
+
 
 def load(kind: str) -> ModuleType:
     """Import the driver package for ``kind`` (KeyError when there is none)."""
     return importlib.import_module(DRIVERS[kind])
+
+
+def load_north(protocol: str) -> ModuleType:
+    """Import the north (uplink) module for ``protocol`` (KeyError when there is none)."""
+    return importlib.import_module(NORTH[protocol])

@@ -89,6 +89,7 @@ class Site(msgspec.Struct):
     report: ReportConfig = ReportConfig()
     actions: dict[str, ActionConfig] = {}
     commands: CommandsConfig | None = None
+    north: dict[str, Any] = {}  # [north.NAME]: uplinks in a field protocol (HJ 212)
 
     @property
     def base(self) -> Path:
@@ -99,7 +100,7 @@ class Site(msgspec.Struct):
         return (self.base / p) if p and not Path(p).is_absolute() else Path(p)
 
 
-_SECTIONS = {"gateway", "store", "sync", "devices"} | control_config.SECTIONS
+_SECTIONS = {"gateway", "store", "sync", "devices", "north"} | control_config.SECTIONS
 
 
 def load(file: str | Path) -> Site:
@@ -134,8 +135,23 @@ def loads(text: str, file: str = "<config>") -> Site:
     ctl = control_config.load(raw, units, devices,
                               lambda t, typ, path: _convert(t, typ, path, loc),
                               lambda t, path: _tables(t, path, loc), loc.error)
+    north = _north(raw.get("north", {}), units, loc)
     return Site(file, gateway, store, sync, devices, ctl.rules, units, ctl.where, ctl.report,
-                ctl.actions, ctl.commands)
+                ctl.actions, ctl.commands, north)
+
+
+def _north(raw: Any, units: dict[str, str], loc: _Locator) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, table in _tables(raw, "north", loc).items():
+        protocol = table.get("protocol")
+        if protocol not in drivers.NORTH:
+            raise loc.error(f"north.{name}.protocol", f"{protocol!r} is not a north protocol "
+                            f"(one of {', '.join(sorted(drivers.NORTH))})")
+        cfg = _convert(table, drivers.load_north(protocol).NorthConfig, f"north.{name}", loc)
+        if (found := cfg.problem(units)) is not None:
+            raise loc.error(f"north.{name}.{found[0]}", found[1])
+        out[name] = cfg
+    return out
 
 
 def _devices(raw: Any, loc: _Locator) -> tuple[dict[str, Device], dict[str, str]]:

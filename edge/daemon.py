@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cimedge import drivers
@@ -49,6 +50,7 @@ class Gateway:
         self.transport: Transport | None = None
         self.depth: Depth | None = None
         self.store: Store | None = None
+        self.north: dict[str, Any] = {}  # [north.NAME] reporters (HJ 212 to a platform)
         self.clock = WallClock()
         self.poll_stats = PollStats()
         self.started = time.time()
@@ -82,7 +84,12 @@ class Gateway:
             for name, dev in site.devices.items():
                 module = drivers.load(dev.driver)
                 self.drivers[name] = await stack.enter_async_context(module.Driver(name, dev.config))
+            for name, north in site.north.items():
+                self.north[name] = drivers.load_north(north.protocol).Reporter(
+                    name, north, store, self.last)
             async with asyncio.TaskGroup() as tg:
+                for name, reporter in self.north.items():
+                    tg.create_task(reporter.run(), name=f"north[{name}]")
                 tg.create_task(transport.run(), name="mqtt")
                 tg.create_task(uplink.run(transport), name="sync")
                 tg.create_task(self._status_loop(store), name="status")
@@ -143,6 +150,7 @@ class Gateway:
                         "required": self.contract == 2 or self.site.commands is not None},
             "alarms": self.control.active() if self.control else [],
             "devices": {n: _health(d) for n, d in self.drivers.items()},
+            "north": {n: msgspec.to_builtins(r.stats) for n, r in self.north.items()},
         }
 
     def _write_status(self) -> None:

@@ -601,6 +601,26 @@ class Store:
         """Persisted alarm states by rule name: (active, since_ns)."""
         return await self._call(self._alarms)
 
+    async def readings_between(self, points: Sequence[str], start_ns: int, end_ns: int,
+                               limit: int = 100_000) -> list[Reading]:
+        """Readings of ``points`` stamped in [start_ns, end_ns), oldest first, at most ``limit``.
+
+        What the buffer still holds: readings not yet acknowledged by the backend (acked ones
+        are pruned). For history queries of other uplinks (HJ 212's 2051/2061/2031).
+        """
+        def read() -> list[Reading]:
+            if self._db is None or not points:
+                return []
+            marks = ",".join("?" * len(points))
+            rows = self._db.execute(
+                "SELECT p.name, r.ts_ns, r.value, r.quality, p.vtype FROM readings r "
+                f"JOIN points p ON p.id = r.point_id WHERE p.name IN ({marks}) "
+                "AND r.ts_ns >= ? AND r.ts_ns < ? ORDER BY r.ts_ns, r.id LIMIT ?",
+                (*points, start_ns, end_ns, limit))
+            return [Reading(n, ts, _typed(v, vt), _QUALITY.get(q, Quality.COMM))
+                    for n, ts, v, q, vt in rows]
+        return await self._call(read)
+
     async def state(self) -> dict[str, bytes]:
         """The control state rows committed with ``append(state=...)``, by key."""
         def read() -> dict[str, bytes]:

@@ -25,7 +25,9 @@ from cimedge.cloud_sync.receiver.registry import Registry
 from cimedge.cloud_sync.receiver.service import Receiver
 from cimedge.provisioning.identity import ensure_identity
 from cimedge.tools.sim import field_sims
+from cimedge.drivers.hj212 import frame as hj
 from cimedge.tools.sim.cjt188_meter import Meter, MeterLine
+from cimedge.tools.sim.hj212_platform import Platform
 from cimedge.tools.sim.hj212_station import Station as AirStation
 from cimedge.tools.sim.iec104_rtu import LiteRtu
 from cimedge.tools.sim.sl651_station import Station as HydroStation
@@ -81,6 +83,15 @@ port = "{pty}"
 address = "00201510270588"
 poll_interval_s = 0.1
 points.volume = {{ field = "flow_total" }}
+
+[north.env]
+protocol = "hj212"
+host = "127.0.0.1"
+port = {platform_port}
+mn = "LP0001GW01"
+password_file = "{tmp}/north.pw"
+interval_s = 0.2
+points = {{ "aq1.pm25" = "a34004", "hs1.level" = "w01001" }}
 """
 
 
@@ -96,6 +107,9 @@ class Rig:
         tmp = self.tmp
         (tmp / "aq1.pw").write_text("aq1pw")
         (tmp / "hs1.pw").write_text("5A17")
+        (tmp / "north.pw").write_text("gwpw")
+        self.platform = Platform("LP0001GW01", "gwpw")
+        platform_port = await self.platform.serve()
         aq_port, hs_port = field_sims.free_port(), field_sims.free_port()
         self.air = AirStation("LP0001AQ01", "aq1pw", interval_s=3600, hour_every=0,
                               values={"a34004": 0.0})
@@ -114,7 +128,7 @@ class Rig:
         self.rx_task = asyncio.create_task(self.receiver.run())
         (tmp / "site.toml").write_text(SITE.format(
             dev=DEVICE_ID, broker=self.broker.url, tmp=tmp, aq_port=aq_port, hs_port=hs_port,
-            plc_port=self.rtu.port, pty=self.line.path))
+            plc_port=self.rtu.port, pty=self.line.path, platform_port=platform_port))
         self.gateway = subprocess.Popen(
             [sys.executable, "-m", "cimedge.provisioning.cli", "run", "--config",
              str(tmp / "site.toml")], stdin=subprocess.DEVNULL, env=dict(os.environ),
@@ -146,6 +160,7 @@ class Rig:
         await self.hydro.close()
         await self.rtu.close()
         await self.line.close()
+        await self.platform.close()
 
 
 @pytest.fixture
@@ -195,3 +210,9 @@ async def test_every_value_served_by_each_protocol_is_stored_and_nothing_else(ri
         assert set(rig.stored[point]) <= served, point  # nothing but what was served
         assert set(range(1, N + 1)) <= set(rig.stored[point]), point  # all of it
     assert sum(rig.receiver.rejects.values()) == 0
+    # the gateway's north side reports the same values on to an environmental platform
+    def reported(code: str) -> set[float]:
+        cps = [hj.parse_cp(m.cp) for m in rig.platform.of(hj.CN_RTD)]
+        return {float(v.text) for cp in cps if (v := cp.value(code, "Rtd")) is not None}
+
+    await rig.platform.until(lambda: float(N) in reported("a34004") & reported("w01001"))
