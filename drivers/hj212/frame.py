@@ -56,16 +56,26 @@ FLAGS = {
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,19}$")
 
 
+def _step8(reg: int) -> int:
+    for _ in range(8):
+        carry = reg & 1
+        reg >>= 1
+        if carry:
+            reg ^= 0xA001
+    return reg
+
+
+# After "reg = (reg >> 8) ^ byte" the register holds 8 bits, so its eight shifts are a
+# lookup: the table is appendix A's inner loop applied to each of the 256 values.
+_TABLE = tuple(_step8(i) for i in range(256))
+
+
 def crc16(data: bytes) -> int:
     """HJ 212-2017 appendix A CRC-16 of ``data``."""
     reg = 0xFFFF
+    table = _TABLE
     for byte in data:
-        reg = (reg >> 8) ^ byte
-        for _ in range(8):
-            carry = reg & 1
-            reg >>= 1
-            if carry:
-                reg ^= 0xA001
+        reg = table[(reg >> 8) ^ byte]
     return reg
 
 

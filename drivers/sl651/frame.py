@@ -70,13 +70,21 @@ STATUS_BITS = ("AC charging stopped", "battery voltage low", "water level over l
                "water level meter fault", "cabinet door open", "memory fault")
 
 
+def _step8(reg: int) -> int:
+    for _ in range(8):
+        reg = (reg >> 1) ^ 0xA001 if reg & 1 else reg >> 1
+    return reg
+
+
+_TABLE = tuple(_step8(i) for i in range(256))
+
+
 def crc16(data: bytes) -> int:
-    """CRC-16 (0xA001, from 0xFFFF) of ``data``."""
+    """CRC-16 (0xA001, from 0xFFFF) of ``data``; table-driven."""
     reg = 0xFFFF
+    table = _TABLE
     for byte in data:
-        reg ^= byte
-        for _ in range(8):
-            reg = (reg >> 1) ^ 0xA001 if reg & 1 else reg >> 1
+        reg = (reg >> 8) ^ table[(reg ^ byte) & 0xFF]
     return reg
 
 
