@@ -28,12 +28,17 @@ class Latest:
         self.book = HealthBook(offline_after)
         self.heard = 0  # reports taken since the last read
         self.why_not = ""  # the link's own trouble (not listening, not connected), for health
+        # After a "nothing heard yet" reading stamped now, the point's first value may carry
+        # an earlier time (stations stamp in whole seconds or minutes): it is moved just past
+        # it, so a point's readings never go back in time.
+        self._floor: dict[str, int] = {}
 
     def put(self, name: str, value: Value, ts_ns: int, quality: Quality = Quality.GOOD) -> None:
         """A value for point ``name`` measured at ``ts_ns``; an older one than held is kept out."""
         held = self.values.get(name)
         if held is not None and held[1] > ts_ns:
             return  # a late history report must not replace a newer value
+        ts_ns = max(ts_ns, self._floor.get(name, 0))
         self.values[name] = (value, ts_ns, quality, time.time_ns())
 
     def readings(self) -> list[Reading]:
@@ -46,6 +51,7 @@ class Latest:
             held = self.values.get(name)
             if held is None:
                 out.append(Reading(point, now, None, Quality.COMM))
+                self._floor[name] = now + 1
                 continue
             value, ts, quality, heard = held
             if now - heard > stale:

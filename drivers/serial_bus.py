@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import termios
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -146,7 +147,8 @@ class SerialBus:
                 line.port, baudrate=line.baudrate, bytesize=line.bytesize, parity=line.parity,
                 stopbits=line.stopbits, timeout=0, write_timeout=0, exclusive=True,
             )  # fmt: skip
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            # termios.error is no OSError: a port that refuses the settings (EINVAL) too
             self.error = f"cannot open {line.port}: {_why(exc)}"
             return False
         port.reset_input_buffer()
@@ -292,6 +294,8 @@ def _garbled(found: Found, rx: bytearray) -> str:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, termios.error) and len(exc.args) == 2:  # noqa: PLR2004
+        return f"the port refuses its settings ({exc.args[1]})"
     return str(exc) or type(exc).__name__
 
 

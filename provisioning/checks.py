@@ -309,6 +309,11 @@ async def _poll(ctx: Context, name: str) -> Result:
     reason = (health.reason if health else "").split("; next ")[0] or \
         f"no answer within {ctx.timeout} s"
     if not readings or len(bad) == len(readings):
+        listen = getattr(cfg, "listen_host", "")
+        if listen and "listen" not in reason and "password" not in reason:
+            # a station that reports to the gateway does so on its own schedule
+            return warn(f"device {name}", f"listening on {listen}:{cfg.listen_port}; no report "
+                                          f"from the station yet ({reason})")
         return fail(f"device {name}", f"no answer: {reason}", _device_fix(dev.config))
     if bad:
         return fail(f"device {name}", f"{len(bad)} of {len(readings)} points failed "
@@ -318,6 +323,9 @@ async def _poll(ctx: Context, name: str) -> Result:
 
 
 def _device_fix(cfg: Any) -> str:  # noqa: ANN401 - any driver's config struct
+    if getattr(cfg, "listen_host", ""):
+        return (f"set the station to report to this gateway's {cfg.listen_host}:"
+                f"{cfg.listen_port}, with the password in {cfg.password_file}")
     if isinstance(getattr(cfg, "port", None), str):
         return (f"check that the device is powered and wired to {cfg.port}, that its address "
                 f"is {getattr(cfg, 'unit', '?')} and that it talks {getattr(cfg, 'baudrate', '?')} "

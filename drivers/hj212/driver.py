@@ -8,7 +8,8 @@ for an answer gets 9014. ``mode = "poll"``: the gateway connects to the station
 answer, the data, 9012 execution result).
 
 Every packet is checked (CRC, length, PW, MN); a bad one is counted and dropped, the link
-goes on. Split messages (PNUM/PNO) are joined before use. A value's data flag sets its
+goes on. Real-time values are stamped by their DataTime; hour and day averages when their
+period ends, minute data on arrival (the station's minute interval is its own setting). Split messages (PNUM/PNO) are joined before use. A value's data flag sets its
 quality (``frame.FLAGS``). A station whose clock is more than ``max_clock_skew_s`` off has
 its readings stamped on arrival instead, and (``set_clock``) is sent the time (1012); a
 station asking for the time (1013) gets it.
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 _NS = 1_000_000_000
 SET_CLOCK_EVERY_S = 600.0  # at most one clock setting per station this often
 TIME_FMT = "%Y%m%d%H%M%S"
+PERIOD_NS = {frame.CN_HOUR: 3600 * _NS, frame.CN_DAY: 86400 * _NS}  # minute data: on arrival
 
 
 class Driver:
@@ -193,6 +195,10 @@ class Driver:
             ts = now
             if whole.cn == frame.CN_RTD and conn is not None:
                 self._set_clock(conn)
+        elif whole.cn != frame.CN_RTD:
+            # An average is known when its period ends (DataTime is its start): stamp it
+            # then, so a period's value never sorts before the poll that had none yet.
+            ts = min(now, ts + PERIOD_NS.get(whole.cn, 0)) if whole.cn in PERIOD_NS else now
         for name, p in self.config.points.items():
             if p.cn != whole.cn:
                 continue

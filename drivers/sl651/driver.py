@@ -195,7 +195,8 @@ class Driver:
         try:
             report = frame.parse_report(msg.body)
             sent = frame.parse_time(report.sent, self.tz)
-            observed = frame.parse_time(report.observed, self.tz) if report.observed else sent
+            if report.observed:
+                frame.parse_time(report.observed, self.tz)  # checked: a garbled one is a bad frame
         except BadFrame as exc:
             self.latest.book.count(exc)
             self._trouble = str(exc)
@@ -206,8 +207,10 @@ class Driver:
         self.latest.heard += 1
         self._trouble = ""
         now = time.time_ns()
-        ts = int(observed.timestamp()) * _NS
-        skew = int(sent.timestamp()) * _NS - now
+        # Stamped by the send time: the observation time is whole minutes (or the hour of an
+        # hourly report), and a value must not sort before the poll that had none yet.
+        ts = int(sent.timestamp()) * _NS
+        skew = ts - now
         if abs(skew) > self.config.max_clock_skew_s * _NS:
             self.counts["clock_off"] += 1
             self._trouble = f"station clock off by {skew / _NS:+.0f} s"

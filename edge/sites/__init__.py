@@ -23,7 +23,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                      "hs1_station": "0012345678", "hs1_password_file": "/etc/cimedge/hs1.pw",
                      "hs1_listen_host": "127.0.0.1", "hs1_listen_port": 5651,
                      "plc1_host": "plc1.pump-station.invalid", "plc1_port": 2404,
-                     "wm1_port": "/dev/ttyUSB2", "wm1_address": "00201510270588"},
+                     "wm1_port": "/dev/ttyUSB2", "wm1_address": "00201510270588", "wm1_parity": "E"},
     "lamp_pole": {"device_id": "lp-0001", "lp1_host": "192.0.2.20", "lp1_port": 502,
                   "lat": 31.2304, "lon": 121.4737, "aq1_mn": "LP0001AQ01",
                   "aq1_password_file": "/etc/cimedge/aq1.pw", "aq1_listen_host": "127.0.0.1",

@@ -67,11 +67,13 @@ async def pump_station_extras(speed: float = 1.0) -> tuple[dict[str, Any], Close
     rtu = LiteRtu(cyclic_s=max(0.2, 1.0 / speed))
     await rtu.start(HOST)
     meter = Meter("00201510270588")
-    line = await MeterLine([meter], baudrate=2400).start()
+    # a Linux PTY takes 8E1 once but refuses it on the next open (EINVAL): the simulated line
+    # runs 8N1, which a PTY carries the same way (it has no parity bits to check)
+    line = await MeterLine([meter], baudrate=2400, parity="N").start()
     values = {"hs1_station": hydro.address, "hs1_listen_host": HOST, "hs1_listen_port": port,
               "hs1_password_file": _secret(folder, "hs1.pw", hydro.password),
               "plc1_host": HOST, "plc1_port": rtu.port, "wm1_port": line.path,
-              "wm1_address": meter.address}
+              "wm1_address": meter.address, "wm1_parity": "N"}
 
     async def close() -> None:
         await hydro.close()

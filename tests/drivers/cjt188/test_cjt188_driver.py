@@ -148,3 +148,21 @@ async def test_shares_the_line_with_a_dlt645_meter() -> None:
                 assert values(rw)["volume"] == 1234.56 and values(re_) == {"v": 229.8}
     assert line.meters[A].requests == 3 and energy.requests == 3
     assert cj.START == dl.START  # both start with 68: the finders tell them apart by layout
+
+
+async def test_a_port_that_refuses_its_settings_fails_this_device_only(
+        line: MeterLine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tcsetattr's EINVAL (a Linux PTY reopened at 8E1 gives it) is termios.error, not OSError."""
+    import termios
+
+    import serial  # type: ignore[import-untyped]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise termios.error(22, "Invalid argument")
+
+    monkeypatch.setattr(serial, "Serial", refuse)
+    async with Driver("wm", config(line.path)) as meter:
+        readings = await meter.read()
+        health = meter.health()
+    assert all(r.quality is Quality.COMM for r in readings)
+    assert "refuses its settings (Invalid argument)" in health.reason

@@ -36,7 +36,7 @@ async def gateway(tmp: Path, line: MeterLine, allow: str) -> tuple[Controller, S
     key = Ed25519PrivateKey.generate()
     (tmp / "backend.pub").write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    text = sites.render("pump_station", {"wm1_port": line.path}).replace(
+    text = sites.render("pump_station", {"wm1_port": line.path, "wm1_parity": "E"}).replace(
         'meter_type = "water"', 'meter_type = "water"\nbaudrate = 9600')
     text += f'\n[commands]\nbackend_key_file = "backend.pub"\nallow = {allow}\n'
     (tmp / "site.toml").write_text(text)
