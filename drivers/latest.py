@@ -32,14 +32,14 @@ class Latest:
         # an earlier time (stations stamp in whole seconds or minutes): it is moved just past
         # it, so a point's readings never go back in time.
         self._floor: dict[str, int] = {}
+        self._measured: dict[str, int] = {}  # the station's own time of the value held
 
     def put(self, name: str, value: Value, ts_ns: int, quality: Quality = Quality.GOOD) -> None:
         """A value for point ``name`` measured at ``ts_ns``; an older one than held is kept out."""
-        held = self.values.get(name)
-        if held is not None and held[1] > ts_ns:
+        if self._measured.get(name, ts_ns) > ts_ns:
             return  # a late history report must not replace a newer value
-        ts_ns = max(ts_ns, self._floor.get(name, 0))
-        self.values[name] = (value, ts_ns, quality, time.time_ns())
+        self._measured[name] = ts_ns
+        self.values[name] = (value, max(ts_ns, self._floor.get(name, 0)), quality, time.time_ns())
 
     def readings(self) -> list[Reading]:
         """One Reading per point, in config order; settles health for this poll."""

@@ -32,7 +32,7 @@ from cimedge.drivers.hj212 import frame
 from cimedge.drivers.hj212.config import DeviceConfig, read_password
 from cimedge.drivers.latest import Latest
 from cimedge.edge.errors import BadFrame, DeviceException, DriverError, Timeout
-from cimedge.edge.model import DeviceHealth, Quality, Value
+from cimedge.edge.model import DeviceHealth, Quality, Reading, Value
 
 log = logging.getLogger(__name__)
 _NS = 1_000_000_000
@@ -115,7 +115,7 @@ class Driver:
         msg = f"{self.device}.{point}: HJ 212 points are read-only ({value!r})"
         raise ValueError(msg)
 
-    async def read(self) -> list:  # type: ignore[type-arg]
+    async def read(self) -> list[Reading]:
         """One Reading per configured point, in config order (the last value reported)."""
         async with self._lock:
             await self._open()

@@ -159,11 +159,18 @@ class Driver:
         held = self.latest.values.get(name)
         return held[0] if held else None
 
-    async def _ask(self, type_id: int, ioa: int, element: bytes, what: str) -> apci.Asdu:
-        """Send an activation and wait for its ACTCON (or a negative one)."""
+    async def _ask(self, type_id: int, ioa: int, element: bytes, what: str, *,
+                   term: bool = False) -> apci.Asdu:
+        """Send an activation and wait for its ACTCON (or a negative one).
+
+        With ``term`` (interrogations) a positive ACTCON is followed by the values and then
+        ACTTERM: wait for that too, so the poll that connected already has them; an RTU that
+        never terminates costs the command timeout once, not an error.
+        """
         queue: asyncio.Queue[apci.Asdu] = asyncio.Queue(maxsize=8)
         key = (type_id, ioa)
         self._replies[key] = queue
+        confirmed: apci.Asdu | None = None
         try:
             await self._send_asdu(apci.asdu(type_id, apci.COT_ACT, self.config.common_address,
                                             ioa, element, self.config.originator))
@@ -171,8 +178,14 @@ class Driver:
                 while True:
                     reply = await queue.get()
                     if reply.cot == apci.COT_ACTCON:
-                        return reply
+                        confirmed = reply
+                        if reply.negative or not term:
+                            return reply
+                    elif reply.cot == apci.COT_ACTTERM and confirmed is not None:
+                        return confirmed
         except TimeoutError:
+            if confirmed is not None:
+                return confirmed
             raise Timeout(f"{what}: no confirmation within "
                           f"{self.config.command_timeout_s:g} s") from None
         finally:
@@ -225,12 +238,14 @@ class Driver:
         if now >= self._gi_at:
             self._gi_at = now + cfg.interrogation_interval_s if cfg.interrogation_interval_s \
                 else float("inf")
-            reply = await self._ask(apci.C_IC_NA_1, 0, b"\x14", f"{self.where}: interrogation")
+            reply = await self._ask(apci.C_IC_NA_1, 0, b"\x14", f"{self.where}: interrogation",
+                                    term=True)
             if reply.negative:
                 raise DeviceException(reply.cot, f"{self.where}: interrogation refused")
             self.counts["interrogations"] += 1
             if self._counters:  # integrated totals come with a counter interrogation (101)
-                await self._ask(apci.C_CI_NA_1, 0, b"\x05", f"{self.where}: counters")
+                await self._ask(apci.C_CI_NA_1, 0, b"\x05", f"{self.where}: counters",
+                                term=True)
 
     async def _send_asdu(self, asdu: bytes) -> None:
         link = self.link

@@ -28,6 +28,8 @@ def test_a_value_stamped_before_the_comm_reading_is_moved_just_after_it() -> Non
     latest.put("a", 7.0, comm.ts_ns - 500_000_000)  # the station's whole second, before
     (value,) = latest.readings()
     assert value.value == 7.0 and value.ts_ns == comm.ts_ns + 1
+    latest.put("a", 7.5, comm.ts_ns - 500_000_000)  # the same second again: taken, kept in order
+    assert (latest.readings()[0].value, latest.readings()[0].ts_ns) == (7.5, comm.ts_ns + 1)
     latest.put("a", 8.0, comm.ts_ns + 10**9)  # later values keep their own time
     assert latest.readings()[0].ts_ns == comm.ts_ns + 10**9
 
