@@ -33,6 +33,7 @@ from cimedge.drivers.hj212.config import DeviceConfig, read_password
 from cimedge.drivers.latest import Latest
 from cimedge.edge.errors import BadFrame, DeviceException, DriverError, Timeout
 from cimedge.edge.model import DeviceHealth, Quality, Reading, Value
+from cimedge.stop import reraise_cancelled
 
 log = logging.getLogger(__name__)
 _NS = 1_000_000_000
@@ -327,6 +328,7 @@ class Driver:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            reraise_cancelled()  # the child's end must not swallow our own stop
 
 
 def _value(got: frame.Value, scale: float, offset: float) -> tuple[Value, Quality]:

@@ -40,6 +40,7 @@ from cimedge.drivers.hj212 import frame
 from cimedge.drivers.hj212.config import read_password
 from cimedge.edge.errors import BadFrame
 from cimedge.edge.model import Quality, Reading
+from cimedge.stop import reraise_cancelled
 
 log = logging.getLogger(__name__)
 _NS = 1_000_000_000
@@ -143,6 +144,7 @@ class Reporter:
             upload.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await upload
+            reraise_cancelled()  # the child's end must not swallow our own stop
 
     async def _upload_loop(self, password: str) -> None:
         while True:

@@ -32,6 +32,7 @@ from cimedge.drivers.iec104.config import DeviceConfig, PointConfig
 from cimedge.drivers.latest import Latest
 from cimedge.edge.errors import BadFrame, DeviceException, DriverError, Timeout
 from cimedge.edge.model import DeviceHealth, Reading, Value
+from cimedge.stop import reraise_cancelled
 
 log = logging.getLogger(__name__)
 _NS = 1_000_000_000
@@ -392,3 +393,4 @@ class Driver:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            reraise_cancelled()  # the child's end must not swallow our own stop
