@@ -15,6 +15,9 @@ from cimedge.edge.errors import DriverError
 from cimedge.edge.model import Quality, Reading, Value
 
 _NS = 1_000_000_000
+# How far past a "nothing yet" reading a value stamped before it is moved: 1 ms, so the two
+# stay apart in SenML's float seconds (about 0.24 us resolution at today's Unix times).
+FLOOR_STEP_NS = 1_000_000
 
 
 class Latest:
@@ -30,7 +33,7 @@ class Latest:
         self.why_not = ""  # the link's own trouble (not listening, not connected), for health
         # After a "nothing heard yet" reading stamped now, the point's first value may carry
         # an earlier time (stations stamp in whole seconds or minutes): it is moved just past
-        # it, so a point's readings never go back in time.
+        # it (FLOOR_STEP_NS), so a point's readings never go back in time.
         self._floor: dict[str, int] = {}
         self._measured: dict[str, int] = {}  # the station's own time of the value held
 
@@ -51,7 +54,7 @@ class Latest:
             held = self.values.get(name)
             if held is None:
                 out.append(Reading(point, now, None, Quality.COMM))
-                self._floor[name] = now + 1
+                self._floor[name] = now + FLOOR_STEP_NS
                 continue
             value, ts, quality, heard = held
             if now - heard > stale:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from cimedge.drivers.latest import Latest
+from cimedge.drivers.latest import FLOOR_STEP_NS, Latest
 from cimedge.edge.model import Quality
 
 
@@ -27,9 +27,11 @@ def test_a_value_stamped_before_the_comm_reading_is_moved_just_after_it() -> Non
     (comm,) = latest.readings()
     latest.put("a", 7.0, comm.ts_ns - 500_000_000)  # the station's whole second, before
     (value,) = latest.readings()
-    assert value.value == 7.0 and value.ts_ns == comm.ts_ns + 1
+    assert value.value == 7.0 and value.ts_ns == comm.ts_ns + FLOOR_STEP_NS
+    assert value.ts_ns / 1e9 > comm.ts_ns / 1e9  # still apart as SenML float seconds
     latest.put("a", 7.5, comm.ts_ns - 500_000_000)  # the same second again: taken, kept in order
-    assert (latest.readings()[0].value, latest.readings()[0].ts_ns) == (7.5, comm.ts_ns + 1)
+    assert (latest.readings()[0].value, latest.readings()[0].ts_ns) == (7.5,
+                                                                         comm.ts_ns + FLOOR_STEP_NS)
     latest.put("a", 8.0, comm.ts_ns + 10**9)  # later values keep their own time
     assert latest.readings()[0].ts_ns == comm.ts_ns + 10**9
 
