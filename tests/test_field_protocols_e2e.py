@@ -126,6 +126,8 @@ class Rig:
         registry.load_enrollment_file(enrollment)
         self.receiver = Receiver("127.0.0.1", self.broker.port, tmp / "receiver.sqlite", registry)
         self.rx_task = asyncio.create_task(self.receiver.run())
+        async with asyncio.timeout(30):  # its store opens inside run(): query only after
+            await self.receiver.ready.wait()
         (tmp / "site.toml").write_text(SITE.format(
             dev=DEVICE_ID, broker=self.broker.url, tmp=tmp, aq_port=aq_port, hs_port=hs_port,
             plc_port=self.rtu.port, pty=self.line.path, platform_port=platform_port))
