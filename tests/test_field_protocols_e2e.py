@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 
+from cimedge.cloud_sync.receiver.ingest import IngestKey, IngestKeys
 from cimedge.cloud_sync.receiver.registry import Registry
 from cimedge.cloud_sync.receiver.service import Receiver
+from cimedge.provisioning.backend import ensure_demo_keys
 from cimedge.provisioning.identity import ensure_identity
 from cimedge.tools.sim import field_sims
 from cimedge.drivers.hj212 import frame as hj
@@ -124,7 +126,9 @@ class Rig:
         _, enrollment = ensure_identity(tmp, DEVICE_ID, "pump_station")
         registry = Registry(tmp / "registry.sqlite")
         registry.load_enrollment_file(enrollment)
-        self.receiver = Receiver("127.0.0.1", self.broker.port, tmp / "receiver.sqlite", registry)
+        ingest = IngestKeys([IngestKey(ensure_demo_keys(tmp))])  # v2 acks are signed
+        self.receiver = Receiver("127.0.0.1", self.broker.port, tmp / "receiver.sqlite", registry,
+                                 ingest=ingest)
         self.rx_task = asyncio.create_task(self.receiver.run())
         async with asyncio.timeout(30):  # its store opens inside run(): query only after
             await self.receiver.ready.wait()
